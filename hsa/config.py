@@ -1,0 +1,53 @@
+"""User-facing knobs of HSA, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("divisor", "topk")
+SCORES = ("relative", "absolute")
+
+
+@dataclass(frozen=True)
+class HSAConfig:
+    """How a render spends its budget.
+
+    budget: fraction of the reference's token evaluations to spend, in (0, 1]. 1.0 is the
+        reference itself (every token, every step).
+    mode: "divisor" (tokens get divisors 1, 2, 4, ... and meet on sync steps) or "topk"
+        (RAS-style ablation: one keep ratio per step, re-ranked every step).
+    score: "relative" |v - v_prev|_1 / |v_prev|_1 or "absolute" |v - v_prev|_1.
+    warmup_steps / tail_steps: full steps before / after the window; None derives them
+        from the step count (5% / 7.5% of the steps, at least one warm-up step).
+    max_divisor: largest divisor (a power of two); also the period of sync steps.
+    dilate: radius in tokens of a 3D max-filter over scores, so rims of moving regions stay
+        active (0 = off).
+    per_sigma: divide scores by the sigma gap since the token's previous evaluation.
+    """
+
+    budget: float = 0.5
+    mode: str = "divisor"
+    score: str = "relative"
+    warmup_steps: int | None = None
+    tail_steps: int | None = None
+    max_divisor: int = 16
+    dilate: int = 0
+    per_sigma: bool = False
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, (int, float)) or not 0.0 < float(self.budget) <= 1.0:
+            raise ValueError(f"budget must be in (0, 1], got {self.budget!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        d = self.max_divisor
+        if d < 1 or d & (d - 1):
+            raise ValueError(f"max_divisor must be a power of two >= 1, got {d!r}")
+        for name in ("warmup_steps", "tail_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.dilate < 0:
+            raise ValueError(f"dilate must be >= 0, got {self.dilate!r}")

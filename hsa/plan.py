@@ -1,0 +1,145 @@
+"""Budget -> plan: which steps are full, which are sync steps, and how tokens split over divisors.
+
+A step's cost is about c0 + c1 * a (a = active fraction; attention is |A| x N, linear in a too),
+so the compute fraction of a run is mean_k a_k. The plan predicts that mean and is solved so the
+prediction meets the requested budget.
+
+Divisor mode: inside the window [warmup, steps - tail), window step j is a sync step (all tokens
+active) when j % d_max == 0; otherwise a token with divisor d is active when j % d == 0. The share
+of tokens per divisor follows f_d ~ r ** log2(d), with r solved by bisection: r -> 0 puts every
+token on divisor 1 (a = 1), r -> inf puts every token on d_max (only sync steps).
+Top-k mode (ablation): every window step keeps the same fraction of tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from hsa.config import HSAConfig
+
+
+@dataclass(frozen=True)
+class HSAPlan:
+    steps: int
+    budget: float
+    mode: str
+    warmup: int
+    tail: int
+    divisors: tuple[int, ...] = (1,)
+    fractions: tuple[float, ...] = (1.0,)
+    keep_ratio: float = 1.0
+    forced_full: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def window(self) -> range:
+        return range(self.warmup, self.steps - self.tail)
+
+    @property
+    def max_divisor(self) -> int:
+        return self.divisors[-1]
+
+    def kind(self, step: int) -> str:
+        """'full' (every token, outside the window or forced), 'sync' or 'sparse'."""
+        if step not in self.window or step in self.forced_full:
+            return "full"
+        if self.mode == "divisor" and (step - self.warmup) % self.max_divisor == 0:
+            return "sync"
+        return "sparse"
+
+    def active_fraction(self, step: int) -> float:
+        """Predicted share of tokens evaluated at ``step``."""
+        kind = self.kind(step)
+        if kind != "sparse":
+            return 1.0
+        if self.mode == "topk":
+            return self.keep_ratio
+        j = step - self.warmup
+        return sum(f for d, f in zip(self.divisors, self.fractions) if j % d == 0)
+
+    @property
+    def predicted_fraction(self) -> float:
+        return sum(self.active_fraction(k) for k in range(self.steps)) / self.steps
+
+
+def _geometric_fractions(levels: int, r: float) -> tuple[float, ...]:
+    weights = [r**i for i in range(levels)]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
+
+
+def _largest_power_of_two(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def _solve_divisor_plan(base: HSAPlan, max_divisor: int) -> HSAPlan | None:
+    d_max = min(max_divisor, _largest_power_of_two(len(base.window)))
+    divisors = tuple(1 << i for i in range(d_max.bit_length()))
+    if len(divisors) == 1:
+        plan = replace(base, divisors=divisors, fractions=(1.0,))
+        return plan if abs(plan.predicted_fraction - base.budget) < 1e-9 else None
+
+    def make(r: float) -> HSAPlan:
+        fractions = _geometric_fractions(len(divisors), r)
+        return replace(base, divisors=divisors, fractions=fractions)
+
+    lo, hi = -30.0, 30.0  # log r; predicted fraction falls as r grows
+    if make(math.exp(hi)).predicted_fraction > base.budget + 1e-9:
+        return None
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if make(math.exp(mid)).predicted_fraction > base.budget:
+            lo = mid
+        else:
+            hi = mid
+    return make(math.exp(hi))
+
+
+def _solve_topk_plan(base: HSAPlan) -> HSAPlan | None:
+    window = [k for k in base.window if k not in base.forced_full]
+    if not window:
+        return None
+    full = base.steps - len(window)
+    keep = (base.budget * base.steps - full) / len(window)
+    if keep <= 0:
+        return None
+    return replace(base, keep_ratio=min(keep, 1.0))
+
+
+def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set[int] = frozenset()) -> HSAPlan:
+    """Solve the plan whose predicted compute fraction equals ``config.budget``.
+
+    ``forced_full`` are steps that must evaluate every token (for example an expert switch).
+    Derived warm-up/tail lengths shrink when the budget cannot be met otherwise; a budget below
+    what the step count allows raises ValueError naming the smallest feasible budget.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    forced = frozenset(k for k in forced_full if 0 <= k < steps)
+    if config.budget >= 1.0:
+        return HSAPlan(steps=steps, budget=1.0, mode=config.mode, warmup=steps, tail=0, forced_full=forced)
+
+    warmup = config.warmup_steps if config.warmup_steps is not None else max(1, round(0.05 * steps))
+    tail = config.tail_steps if config.tail_steps is not None else round(0.075 * steps)
+    candidates = [(warmup, tail)]
+    if config.tail_steps is None and tail > 0:
+        candidates.append((warmup, 0))
+    if config.warmup_steps is None and warmup > 1:
+        candidates.append((1, 0 if config.tail_steps is None else tail))
+
+    for w, t in candidates:
+        w = min(w, steps)
+        t = min(t, steps - w)
+        base = HSAPlan(steps=steps, budget=float(config.budget), mode=config.mode, warmup=w, tail=t, forced_full=forced)
+        plan = _solve_divisor_plan(base, config.max_divisor) if config.mode == "divisor" else _solve_topk_plan(base)
+        if plan is not None:
+            return plan
+    w = candidates[-1][0]
+    w = min(w, steps)
+    only_sync = (min(config.max_divisor, _largest_power_of_two(steps - w)),)
+    floor = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=0, divisors=only_sync, forced_full=forced)
+    raise ValueError(
+        f"budget {config.budget} is below what {steps} steps allow with mode={config.mode!r} "
+        f"(about {floor.predicted_fraction:.3f}: warm-up and sync steps evaluate every token); "
+        "raise the budget or the number of steps"
+    )

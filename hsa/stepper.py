@@ -1,0 +1,96 @@
+"""Per-token state across the steps of one run: which tokens to evaluate, and what we learnt.
+
+The stepper keeps, per token, the last computed velocity (v_buf), the one before (v_prev) and
+its divisor. It never calls a model: a driver asks ``active(step)``, evaluates those tokens, and
+reports the velocities back with ``observe``. The same stepper drives a diffusers pipeline (the
+velocities are the guided ones the scheduler consumes) and the analytic oracle sampler.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hsa.allocation import assign_divisors, divisor_active_indices, top_k_indices
+from hsa.config import HSAConfig
+from hsa.plan import HSAPlan
+from hsa.scores import dilate_scores, velocity_change_score
+
+
+class TokenStepper:
+    def __init__(
+        self,
+        plan: HSAPlan,
+        config: HSAConfig,
+        grid: tuple[int, int, int] | None = None,
+        sigmas: torch.Tensor | None = None,
+        shards: int = 1,
+    ) -> None:
+        if config.dilate and grid is None:
+            raise ValueError("score dilation needs the token grid (frames, height, width)")
+        if config.per_sigma and sigmas is None:
+            raise ValueError("per_sigma scores need the sigma grid")
+        self.plan, self.config, self.grid, self.shards = plan, config, grid, shards
+        self.sigmas = None if sigmas is None else sigmas.double().cpu()
+        self.v_buf: torch.Tensor | None = None
+        self.v_prev: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None
+        self.divisor: torch.Tensor | None = None
+        self.last_eval: torch.Tensor | None = None  # step of each token's latest evaluation
+        self.prev_eval: torch.Tensor | None = None
+        self.evaluations = 0  # token evaluations handed out by active()
+
+    @property
+    def num_tokens(self) -> int | None:
+        return None if self.v_buf is None else self.v_buf.shape[1]
+
+    def active(self, step: int, num_tokens: int, force_full: bool = False) -> torch.Tensor | None:
+        """Sorted indices of the tokens to evaluate at ``step``; None means every token."""
+        if force_full or self.plan.kind(step) != "sparse" or self.scores is None:
+            self.evaluations += num_tokens
+            return None
+        if self.plan.mode == "divisor":
+            index = divisor_active_indices(self.divisor, step - self.plan.warmup)
+        else:
+            age = (step - self.last_eval).to(self.scores.dtype)
+            index = top_k_indices(self.scores * age, self.plan.keep_ratio, self.shards)
+        self.evaluations += index.numel()
+        return index
+
+    def observe(self, step: int, velocity: torch.Tensor, index: torch.Tensor | None) -> None:
+        """Record velocities [B, |A|, C] of the tokens at ``index`` (None = all) computed at ``step``."""
+        if self.v_buf is None:
+            if index is not None:
+                raise RuntimeError("the first evaluation of a run must cover every token")
+            n = velocity.shape[1]
+            self.v_buf = velocity.clone()
+            self.v_prev = torch.zeros_like(velocity)
+            self.last_eval = torch.full((n,), step, dtype=torch.long, device=velocity.device)
+            self.prev_eval = self.last_eval.clone()
+            return
+        sel = slice(None) if index is None else index
+        self.v_prev[:, sel] = self.v_buf[:, sel]
+        self.v_buf[:, sel] = velocity
+        self.prev_eval[sel] = self.last_eval[sel]
+        self.last_eval[sel] = step
+        if self.plan.mode == "topk":
+            self._rescore(index)
+        elif self._is_sync_position(step):
+            self._rescore(None)
+            self.divisor = assign_divisors(self.scores, self.plan.divisors, self.plan.fractions, self.shards)
+
+    def _is_sync_position(self, step: int) -> bool:
+        return step in self.plan.window and (step - self.plan.warmup) % self.plan.max_divisor == 0
+
+    def _rescore(self, index: torch.Tensor | None) -> None:
+        sel = slice(None) if index is None else index
+        fresh = velocity_change_score(
+            self.v_buf[:, sel], self.v_prev[:, sel], relative=self.config.score == "relative", eps=self.config.eps
+        )
+        if self.config.per_sigma:
+            gap = self.sigmas[self.prev_eval[sel].cpu()] - self.sigmas[self.last_eval[sel].cpu()]
+            fresh = fresh / gap.clamp_min(self.config.eps).to(fresh)
+        if self.scores is None:
+            self.scores = torch.zeros(self.v_buf.shape[1], dtype=fresh.dtype, device=fresh.device)
+        self.scores[sel] = fresh
+        if self.config.dilate:
+            self.scores = dilate_scores(self.scores, self.grid, self.config.dilate)

@@ -1,0 +1,1 @@
+"""Jobs: command line, manifests, plans and reports (the top layer; nothing imports it)."""
