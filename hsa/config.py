@@ -23,6 +23,9 @@ class HSAConfig:
     dilate: radius in tokens of a 3D max-filter over scores, so rims of moving regions stay
         active (0 = off).
     per_sigma: divide scores by the sigma gap since the token's previous evaluation.
+    quota_shards: split every allocation into this many equal contiguous shards of the
+        sequence, each with the same number of active tokens (set to the Ulysses degree by the
+        sequence-parallel runner; a single process can use it to reproduce a parallel run).
     """
 
     budget: float = 0.5
@@ -33,6 +36,7 @@ class HSAConfig:
     max_divisor: int = 16
     dilate: int = 0
     per_sigma: bool = False
+    quota_shards: int = 1
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -49,5 +53,7 @@ class HSAConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.quota_shards < 1:
+            raise ValueError(f"quota_shards must be >= 1, got {self.quota_shards!r}")
         if self.dilate < 0:
             raise ValueError(f"dilate must be >= 0, got {self.dilate!r}")

@@ -23,13 +23,12 @@ class TokenStepper:
         config: HSAConfig,
         grid: tuple[int, int, int] | None = None,
         sigmas: torch.Tensor | None = None,
-        shards: int = 1,
     ) -> None:
         if config.dilate and grid is None:
             raise ValueError("score dilation needs the token grid (frames, height, width)")
         if config.per_sigma and sigmas is None:
             raise ValueError("per_sigma scores need the sigma grid")
-        self.plan, self.config, self.grid, self.shards = plan, config, grid, shards
+        self.plan, self.config, self.grid = plan, config, grid
         self.sigmas = None if sigmas is None else sigmas.double().cpu()
         self.v_buf: torch.Tensor | None = None
         self.v_prev: torch.Tensor | None = None
@@ -52,7 +51,7 @@ class TokenStepper:
             index = divisor_active_indices(self.divisor, step - self.plan.warmup)
         else:
             age = (step - self.last_eval).to(self.scores.dtype)
-            index = top_k_indices(self.scores * age, self.plan.keep_ratio, self.shards)
+            index = top_k_indices(self.scores * age, self.plan.keep_ratio, self.config.quota_shards)
         self.evaluations += index.numel()
         return index
 
@@ -76,7 +75,7 @@ class TokenStepper:
             self._rescore(index)
         elif self._is_sync_position(step):
             self._rescore(None)
-            self.divisor = assign_divisors(self.scores, self.plan.divisors, self.plan.fractions, self.shards)
+            self.divisor = assign_divisors(self.scores, self.plan.divisors, self.plan.fractions, self.config.quota_shards)
 
     def _is_sync_position(self, step: int) -> bool:
         return step in self.plan.window and (step - self.plan.warmup) % self.plan.max_divisor == 0

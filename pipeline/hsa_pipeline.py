@@ -13,7 +13,7 @@ set. A change of network (Wan 2.2's expert switch) forces a full step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from hsa import HSAConfig, HSAPlan, TokenStepper, plan_budget
 from pipeline import wan
+from pipeline.parallel import Comm
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,18 @@ class _Run:
 
 
 class HSAController:
-    def __init__(self, pipe: Any, config: HSAConfig) -> None:
+    def __init__(self, pipe: Any, config: HSAConfig, comm: Comm | None = None) -> None:
         if not isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler):
             raise TypeError(
                 f"HSA needs FlowMatchEulerDiscreteScheduler (its cached Euler update is the scheduler's Euler "
                 f"step); this pipeline has {type(pipe.scheduler).__name__}. Use "
                 "pipeline.loading.use_flow_match_euler(pipe) first."
             )
-        self.pipe, self.config = pipe, config
+        if comm is not None:
+            config = replace(config, quota_shards=comm.ulysses)
+        self.pipe, self.config, self.comm = pipe, config, comm
         self.run: _Run | None = None
-        self.attachments = [wan.WanHSA(t, self._select) for t in wan.transformers_of(pipe)]
+        self.attachments = [wan.WanHSA(t, self._select, comm) for t in wan.transformers_of(pipe)]
         scheduler = pipe.scheduler
         set_timesteps, step = scheduler.set_timesteps, scheduler.step
 
@@ -70,6 +73,8 @@ class HSAController:
         scheduler.set_timesteps, scheduler.step = set_timesteps_and_plan, step_and_observe
 
     def _begin_run(self) -> None:
+        if self.comm is not None and self.comm.config.cfg > 1 and not self.pipe.do_classifier_free_guidance:
+            raise ValueError("CFG parallel needs classifier-free guidance (guidance_scale > 1)")
         timesteps = self.pipe.scheduler.timesteps
         switch = wan.expert_switch_step(self.pipe, timesteps)
         plan = plan_budget(len(timesteps), self.config, forced_full={switch} if switch is not None else set())
@@ -90,6 +95,8 @@ class HSAController:
         switched = run.model is not None and model is not run.model
         run.index = run.stepper.active(run.step, num_tokens, force_full=switched)
         run.selected_step, run.model = run.step, model
+        if self.comm is not None:
+            self.comm.step = run.step
         return run.index
 
     def _observe(self, velocity: torch.Tensor) -> None:
@@ -121,13 +128,17 @@ class HSAController:
         del self.pipe.scheduler.set_timesteps, self.pipe.scheduler.step
 
 
-def apply_hsa(pipe: Any, config: HSAConfig) -> HSAController:
-    """Attach HSA to a Wan pipeline; returns the controller (also kept as ``pipe.hsa``)."""
+def apply_hsa(pipe: Any, config: HSAConfig, comm: Comm | None = None) -> HSAController:
+    """Attach HSA to a Wan pipeline; returns the controller (also kept as ``pipe.hsa``).
+
+    With ``comm`` every rank of the group runs the same pipeline call and the transformer is
+    sharded across them (pipeline/parallel.py).
+    """
     if not isinstance(pipe, wan.PIPELINES):
         raise TypeError(f"HSA supports {[p.__name__ for p in wan.PIPELINES]}, got {type(pipe).__name__}")
     if getattr(pipe, "hsa", None) is not None:
         raise RuntimeError("HSA is already applied to this pipeline; call remove_hsa(pipe) first")
-    controller = HSAController(pipe, config)
+    controller = HSAController(pipe, config, comm)
     pipe.hsa = controller
     return controller
 

@@ -47,7 +47,7 @@ def load_pipeline(model: str | Path | None = None, device: str | None = None, dt
     source = str(model) if model is not None else str(default_model_dir())
     if Path(source).exists() and not (Path(source) / "model_index.json").exists():
         raise FileNotFoundError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
-    pipe = DiffusionPipeline.from_pretrained(source, torch_dtype={"vae": torch.float32, "default": dtype})
+    pipe = DiffusionPipeline.from_pretrained(source, dtype={"vae": torch.float32, "default": dtype})
     if not isinstance(pipe, wan.PIPELINES):
         raise TypeError(
             f"{source} loads as {type(pipe).__name__}; supported: {[c.__name__ for c in wan.PIPELINES]}"

@@ -15,6 +15,7 @@ from PIL import Image
 from hsa import HSAConfig, plan_budget
 from pipeline import wan
 from pipeline.hsa_pipeline import RunStats, apply_hsa, remove_hsa
+from pipeline.parallel import Comm
 
 
 class RequestError(ValueError):
@@ -48,7 +49,7 @@ class RenderStats(RunStats):
 
 @dataclass
 class RenderResult:
-    frames: np.ndarray  # float32 [F, H, W, 3] in [0, 1]
+    frames: np.ndarray | None  # float32 [F, H, W, 3] in [0, 1]; None on ranks other than 0
     stats: RenderStats
 
     def stats_dict(self) -> dict[str, Any]:
@@ -114,8 +115,12 @@ def _open_image(image: str | Path | Image.Image) -> Image.Image:
         raise RequestError("image", f"cannot read {image!s}: {err}") from None
 
 
-def render(pipe: Any, request: RenderRequest, config: HSAConfig | None = None) -> RenderResult:
-    """Render ``request`` with HSA at ``request.budget`` (other knobs from ``config``)."""
+def render(pipe: Any, request: RenderRequest, config: HSAConfig | None = None, comm: Comm | None = None) -> RenderResult:
+    """Render ``request`` with HSA at ``request.budget`` (other knobs from ``config``).
+
+    With ``comm`` every rank of the group calls this with the same request; the transformer is
+    sharded across them and rank 0 decodes and returns the frames.
+    """
     validate_request(request, pipe, config)
     config = replace(config or HSAConfig(), budget=float(request.budget))
     kwargs: dict[str, Any] = dict(
@@ -127,18 +132,21 @@ def render(pipe: Any, request: RenderRequest, config: HSAConfig | None = None) -
         num_inference_steps=request.steps,
         guidance_scale=request.guidance_scale,
         generator=torch.Generator("cpu").manual_seed(request.seed),
-        output_type="np",
+        output_type="np" if comm is None else "latent",
     )
     if request.guidance_scale_2 is not None:
         kwargs["guidance_scale_2"] = request.guidance_scale_2
     if request.image is not None:
         kwargs["image"] = _open_image(request.image)
-    controller = apply_hsa(pipe, config)
+    controller = apply_hsa(pipe, config, comm)
     try:
         start = time.perf_counter()
-        frames = pipe(**kwargs).frames[0]
+        frames = pipe(**kwargs).frames
+        if comm is not None:
+            frames = wan.decode_latents(pipe, frames) if comm.rank == 0 else None
         seconds = time.perf_counter() - start
         stats = RenderStats(**asdict(controller.stats()), seconds=seconds)
     finally:
         remove_hsa(pipe)
-    return RenderResult(frames=np.asarray(frames, dtype=np.float32), stats=stats)
+    frames = None if frames is None else np.asarray(frames[0], dtype=np.float32)
+    return RenderResult(frames=frames, stats=stats)

@@ -26,11 +26,15 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline, WanTransformer3DModel
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_wan import _get_added_kv_projections, _get_qkv_projections
 
 from hsa import KVCache, active_query_attention
+from pipeline.parallel import Comm
 
 HOOK = "hsa"
+CFG_HOOK = "hsa_cfg_parallel"
+BRANCHES = ("cond", "uncond")  # the pipelines' cache_context names, in call order
 # WanAttnProcessor splits image from text context at this text length; we split the same way.
 TEXT_CONTEXT_TOKENS = 512
 PIPELINES = (WanPipeline, WanImageToVideoPipeline)
@@ -55,11 +59,34 @@ class _Branch(BaseState):
 
 
 class _Call:
-    """The state of the forward call in flight, shared by the hooks and processors of one model."""
+    """The state of the forward call in flight, shared by the hooks and processors of one model.
 
-    def __init__(self) -> None:
+    ``index``: the step's active tokens over the whole sequence (None = every token): the rows
+    written into K/V caches and outputs. ``local``: the rows this rank evaluates (with Ulysses,
+    the active tokens of its shard; otherwise ``index``).
+    """
+
+    def __init__(self, comm: Comm | None) -> None:
+        self.comm = comm if comm is not None and comm.ulysses > 1 else None
         self.branch: _Branch | None = None
         self.index: torch.Tensor | None = None
+        self.local: torch.Tensor | None = None
+
+    def set_active(self, index: torch.Tensor | None, num_tokens: int) -> None:
+        self.index = self.local = index
+        if self.comm is None:
+            return
+        p, r = self.comm.ulysses, self.comm.ulysses_rank
+        if num_tokens % p:
+            raise ValueError(f"{num_tokens} tokens do not split over {p} Ulysses ranks")
+        shard = num_tokens // p
+        if index is None:
+            self.local = torch.arange(r * shard, (r + 1) * shard)
+            return
+        quota = index.numel() // p
+        self.local = index[r * quota : (r + 1) * quota]
+        if index.numel() % p or self.local[0] < r * shard or self.local[-1] >= (r + 1) * shard:
+            raise RuntimeError("active tokens are not balanced over Ulysses ranks (per-rank quotas)")
 
 
 def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
@@ -84,13 +111,13 @@ class _ForwardHook(ModelHook):
         hidden = _arg(args, kwargs, 0, "hidden_states")
         grid = token_grid(module, hidden.shape)
         num_tokens = grid[0] * grid[1] * grid[2]
-        self.call.index = index = self.select(module, num_tokens, grid)
+        self.call.set_active(self.select(module, num_tokens, grid), num_tokens)
         self.call.branch = self.state_manager.get_state()
         self.counter.calls += 1
-        self.counter.dense_tokens += num_tokens
+        self.counter.dense_tokens += num_tokens // (self.call.comm.ulysses if self.call.comm else 1)
         timestep = _arg(args, kwargs, 1, "timestep")
-        if index is not None and timestep.ndim == 2:
-            args, kwargs = _with_arg(args, kwargs, 1, "timestep", timestep[:, index])
+        if self.call.local is not None and timestep.ndim == 2:
+            args, kwargs = _with_arg(args, kwargs, 1, "timestep", timestep[:, self.call.local])
         return args, kwargs
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -104,9 +131,9 @@ class _RopeHook(ModelHook):
         self.call = call
 
     def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
-        if self.call.index is None:
+        if self.call.local is None:
             return output
-        return tuple(t[:, self.call.index] for t in output)
+        return tuple(t[:, self.call.local] for t in output)
 
 
 class _GatherHook(ModelHook):
@@ -115,9 +142,9 @@ class _GatherHook(ModelHook):
         self.call, self.counter = call, counter
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        if self.call.index is not None:
+        if self.call.local is not None:
             hidden = _arg(args, kwargs, 0, "hidden_states")
-            args, kwargs = _with_arg(args, kwargs, 0, "hidden_states", hidden[:, self.call.index])
+            args, kwargs = _with_arg(args, kwargs, 0, "hidden_states", hidden[:, self.call.local])
         self.counter.token_evaluations += _arg(args, kwargs, 0, "hidden_states").shape[1]
         return args, kwargs
 
@@ -129,6 +156,8 @@ class _ScatterHook(ModelHook):
 
     def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
         branch = self.call.branch
+        if self.call.comm is not None:
+            output = self.call.comm.gather_tokens(output)
         if self.call.index is None:
             branch.output = output
             return output
@@ -158,9 +187,15 @@ class _SelfAttention:
         v = v.unflatten(2, (attn.heads, -1))
         if rotary_emb is not None:
             q, k = _rotate(q, *rotary_emb), _rotate(k, *rotary_emb)
+        comm = self.call.comm
+        if comm is not None:  # sequence shards -> head shards, all active tokens
+            q, k, v = comm.seq_to_heads(q), comm.seq_to_heads(k), comm.seq_to_heads(v)
         cache = self.call.branch.self_kv.setdefault(self.layer, KVCache())
         k_all, v_all = cache.update(k, v, self.call.index)
-        out = active_query_attention(q, k_all, v_all).flatten(2, 3).type_as(q)
+        out = active_query_attention(q, k_all, v_all)
+        if comm is not None:
+            out = comm.heads_to_seq(out)
+        out = out.flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -197,16 +232,68 @@ class _CrossAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class WanHSA:
-    """HSA attached to one WanTransformer3DModel; ``detach()`` restores the stock model."""
+class _NoState(BaseState):
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
-    def __init__(self, transformer: WanTransformer3DModel, select: Selector) -> None:
+
+class _CfgSplitHook(ModelHook):
+    """CFG parallel: this rank computes one guidance branch; its peer's output arrives by all-gather.
+
+    The pipeline calls 'cond' then 'uncond' each step and reads neither output before the second
+    call returns. The rank that owns 'uncond' answers the 'cond' call with an empty buffer and
+    fills it in place at the exchange during the 'uncond' call.
+    """
+
+    _is_stateful = True
+
+    def __init__(self, comm: Comm) -> None:
+        super().__init__()
+        self.comm, self.mine = comm, BRANCHES[comm.cfg_rank]
+        self.state_manager = StateManager(_NoState)
+        self.computed: torch.Tensor | None = None
+        self.placeholder: torch.Tensor | None = None
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        name = self.state_manager.context.name
+        if name not in BRANCHES:
+            raise RuntimeError(f"CFG parallel expects cache contexts {BRANCHES}, got {name!r}")
+        wrap_tuple = not kwargs.get("return_dict", True)
+        if name == self.mine:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            self.computed = out[0] if wrap_tuple else out.sample
+        if name == "cond":
+            if self.mine == "cond":
+                return out
+            hidden = _arg(args, kwargs, 0, "hidden_states")
+            shape = (hidden.shape[0], module.config.out_channels, *hidden.shape[2:])
+            self.placeholder = hidden.new_empty(shape)
+            return (self.placeholder,) if wrap_tuple else Transformer2DModelOutput(sample=self.placeholder)
+        cond, uncond = self.comm.gather_branches(self.computed)
+        if self.mine == "uncond":
+            self.placeholder.copy_(cond)
+            return out
+        return (uncond,) if wrap_tuple else Transformer2DModelOutput(sample=uncond)
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.computed = self.placeholder = None
+        return module
+
+
+class WanHSA:
+    """HSA attached to one WanTransformer3DModel; ``detach()`` restores the stock model.
+
+    With ``comm`` (see pipeline/parallel.py) the transformer runs Ulysses over the active tokens
+    and, with a CFG degree of 2, computes only this rank's guidance branch.
+    """
+
+    def __init__(self, transformer: WanTransformer3DModel, select: Selector, comm: Comm | None = None) -> None:
         if not isinstance(transformer, TRANSFORMERS):
             raise TypeError(f"expected a WanTransformer3DModel, got {type(transformer).__name__}")
         self.transformer = transformer
         self.calls = self.dense_tokens = self.token_evaluations = 0
         self._original_processors = transformer.attn_processors
-        call = _Call()
+        call = _Call(comm)
         processors = {}
         for name in self._original_processors:
             layer = int(name.split(".")[1])
@@ -217,6 +304,8 @@ class WanHSA:
         registry(transformer.rope).register_hook(_RopeHook(call), HOOK)
         registry(transformer.blocks[0]).register_hook(_GatherHook(call, self), HOOK)
         registry(transformer.proj_out).register_hook(_ScatterHook(call), HOOK)
+        if comm is not None and comm.config.cfg > 1:
+            registry(transformer).register_hook(_CfgSplitHook(comm), CFG_HOOK)
         registry(transformer).invalidate_child_registries_cache()
 
     def reset(self) -> None:
@@ -225,6 +314,7 @@ class WanHSA:
 
     def detach(self) -> None:
         registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
+        registry.remove_hook(CFG_HOOK, recurse=False)
         registry.remove_hook(HOOK, recurse=True)
         registry.invalidate_child_registries_cache()
         self.transformer.set_attn_processor(self._original_processors)
@@ -259,6 +349,17 @@ def expert_switch_step(pipe: Any, timesteps: torch.Tensor) -> int | None:
     boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
     below = (timesteps < boundary).nonzero().flatten()
     return int(below[0]) if below.numel() else None
+
+
+@torch.no_grad()
+def decode_latents(pipe: Any, latents: torch.Tensor) -> Any:
+    """The pipeline's own decode (latent statistics, VAE, post-processing) -> float frames [B, F, H, W, 3]."""
+    vae = pipe.vae
+    latents = latents.to(vae.device, vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    video = vae.decode(latents / inv_std + mean, return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(video, output_type="np")
 
 
 def needs_image(pipe: Any) -> bool:
