@@ -43,7 +43,9 @@ def build(preset: str, device: str) -> tuple[WanPipeline, dict]:
     config, (f, h, w), text_tokens, dtype_name = PRESETS[preset]
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
-    transformer = WanTransformer3DModel(in_channels=16, out_channels=16, freq_dim=256, **config).to(device, dtype).eval()
+    with torch.device(device):  # build in place: a 1.3B model initialised on CPU first takes minutes
+        transformer = WanTransformer3DModel(in_channels=16, out_channels=16, freq_dim=256, **config)
+    transformer = transformer.to(dtype).eval()
     pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
     pipe.set_progress_bar_config(disable=True)
@@ -62,8 +64,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(pipe: WanPipeline, inputs: dict, budget: float | None, steps: int, guidance: float, device: str) -> dict:
-    controller = apply_hsa(pipe, HSAConfig(budget=budget)) if budget is not None else None
+def timed(pipe: WanPipeline, inputs: dict, budget: float | None, steps: int, guidance: float, device: str,
+          comm=None) -> dict:
+    """One timed pipeline call; budget None = the stock pipeline (or, with comm, budget 1 sharded)."""
+    if budget is None and comm is not None:
+        budget = 1.0
+    controller = apply_hsa(pipe, HSAConfig(budget=budget), comm) if budget is not None else None
     try:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

@@ -54,7 +54,12 @@ class HSAController:
                 "pipeline.loading.use_flow_match_euler(pipe) first."
             )
         if comm is not None:
-            config = replace(config, quota_shards=comm.ulysses)
+            if comm.config.ring > 1 and config.budget < 1.0:
+                raise ValueError(
+                    f"ring attention (ring degree {comm.config.ring}) runs dense steps only: use budget 1.0, "
+                    "or Ulysses parallelism for HSA budgets"
+                )
+            config = replace(config, quota_shards=comm.sequence)
         self.pipe, self.config, self.comm = pipe, config, comm
         self.run: _Run | None = None
         self.attachments = [wan.WanHSA(t, self._select, comm) for t in wan.transformers_of(pipe)]

@@ -1,8 +1,9 @@
 """Sequence parallelism for HSA (Ulysses over active tokens) and CFG parallelism.
 
-P = ulysses x cfg ranks in one torch.distributed group (gloo on CPU, nccl on GPU). Rank r belongs
-to CFG group r // ulysses (which guidance branch it computes) and holds sequence shard
-r % ulysses. Every rank runs the same pipeline call (SPMD); inside the transformer:
+P = ulysses x ring x cfg ranks in one torch.distributed group (gloo on CPU, nccl on GPU). The
+sequence is split into S = ulysses x ring contiguous shards; rank r holds shard r % S and
+computes guidance branch r // S. Every rank runs the same pipeline call (SPMD); inside the
+transformer (ring = 1, the HSA path):
 
 - each rank evaluates the active tokens of its contiguous shard; HSA gives every shard the
   same number of active tokens (per-rank quotas), so every all-to-all is balanced;
@@ -14,6 +15,8 @@ r % ulysses. Every rank runs the same pipeline call (SPMD); inside the transform
 
 The latent (8 MB at 480p, 81 frames) is replicated; hidden states, K/V caches and attention
 are sharded. Collectives go through ``Comm``, which counts the bytes each rank sends per step.
+With ring > 1, attention is xfuser's dense Ulysses x ring (pipeline/xfuser_backend.py) and the
+run must be dense (budget 1.0).
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ import torch.distributed as dist
 @dataclass(frozen=True)
 class ParallelConfig:
     ulysses: int = 1
+    ring: int = 1
     cfg: int = 1
 
     def __post_init__(self) -> None:
-        if self.ulysses < 1:
-            raise ValueError(f"ulysses degree must be >= 1, got {self.ulysses}")
+        for name in ("ulysses", "ring"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} degree must be >= 1, got {getattr(self, name)}")
         if self.cfg not in (1, 2):
             raise ValueError(f"cfg degree must be 1 or 2 (one rank group per guidance branch), got {self.cfg}")
 
     @property
+    def sequence(self) -> int:
+        return self.ulysses * self.ring
+
+    @property
     def world_size(self) -> int:
-        return self.ulysses * self.cfg
+        return self.sequence * self.cfg
 
 
 class Comm:
@@ -54,24 +63,38 @@ class Comm:
             )
         self.config = config
         self.rank = dist.get_rank()
-        self.ulysses_rank, self.cfg_rank = self.rank % config.ulysses, self.rank // config.ulysses
-        self.ulysses_group = self.cfg_group = None
+        s = config.sequence
+        self.seq_rank, self.cfg_rank = self.rank % s, self.rank // s
         # every rank creates every group, in the same order
-        for c in range(config.cfg):
-            group = dist.new_group([c * config.ulysses + i for i in range(config.ulysses)])
-            if c == self.cfg_rank:
-                self.ulysses_group = group
-        for i in range(config.ulysses):
-            group = dist.new_group([c * config.ulysses + i for c in range(config.cfg)])
-            if i == self.ulysses_rank:
-                self.cfg_group = group
+        self.seq_group = self._my_group([[c * s + i for i in range(s)] for c in range(config.cfg)])
+        self.cfg_group = self._my_group([[c * s + i for c in range(config.cfg)] for i in range(s)])
+        self.ulysses_group = self._my_group(
+            [[c * s + j * config.ulysses + i for i in range(config.ulysses)] for c in range(config.cfg) for j in range(config.ring)]
+        )
+        self.ring_attention = None
+        if config.ring > 1:
+            from pipeline.xfuser_backend import RingAttention
+
+            self.ring_attention = RingAttention(config.ulysses, config.ring)
         self.step = 0
         self.all_to_all_bytes: dict[int, int] = defaultdict(int)  # step -> bytes this rank sent
         self.gather_bytes: dict[int, int] = defaultdict(int)
 
+    def _my_group(self, all_ranks: list[list[int]]) -> dist.ProcessGroup:
+        mine = None
+        for ranks in all_ranks:
+            group = dist.new_group(ranks)
+            if self.rank in ranks:
+                mine = group
+        return mine
+
     @property
     def ulysses(self) -> int:
         return self.config.ulysses
+
+    @property
+    def sequence(self) -> int:
+        return self.config.sequence
 
     def seq_to_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, s, H, D] local tokens, all heads -> [B, P*s, H/P, D] all ranks' tokens, local heads."""
@@ -98,8 +121,8 @@ class Comm:
         return recv
 
     def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """All-gather [B, s, C] over the Ulysses group in rank order -> [B, P*s, C]."""
-        return self._gather(x, self.ulysses_group, self.ulysses, dim=1)
+        """All-gather [B, s, C] over the sequence group in rank order -> [B, S*s, C]."""
+        return self._gather(x, self.seq_group, self.sequence, dim=1)
 
     def gather_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every CFG rank's tensor, in CFG-rank order (the guidance branches)."""

@@ -67,7 +67,7 @@ class _Call:
     """
 
     def __init__(self, comm: Comm | None) -> None:
-        self.comm = comm if comm is not None and comm.ulysses > 1 else None
+        self.comm = comm
         self.branch: _Branch | None = None
         self.index: torch.Tensor | None = None
         self.local: torch.Tensor | None = None
@@ -76,17 +76,18 @@ class _Call:
         self.index = self.local = index
         if self.comm is None:
             return
-        p, r = self.comm.ulysses, self.comm.ulysses_rank
+        p, r = self.comm.sequence, self.comm.seq_rank
         if num_tokens % p:
-            raise ValueError(f"{num_tokens} tokens do not split over {p} Ulysses ranks")
+            raise ValueError(f"{num_tokens} tokens do not split over {p} sequence-parallel ranks")
         shard = num_tokens // p
         if index is None:
             self.local = torch.arange(r * shard, (r + 1) * shard)
             return
         quota = index.numel() // p
         self.local = index[r * quota : (r + 1) * quota]
-        if index.numel() % p or self.local[0] < r * shard or self.local[-1] >= (r + 1) * shard:
-            raise RuntimeError("active tokens are not balanced over Ulysses ranks (per-rank quotas)")
+        outside = self.local.numel() and (self.local[0] < r * shard or self.local[-1] >= (r + 1) * shard)
+        if index.numel() % p or outside:
+            raise RuntimeError("active tokens are not balanced over sequence-parallel ranks (per-rank quotas)")
 
 
 def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
@@ -114,7 +115,7 @@ class _ForwardHook(ModelHook):
         self.call.set_active(self.select(module, num_tokens, grid), num_tokens)
         self.call.branch = self.state_manager.get_state()
         self.counter.calls += 1
-        self.counter.dense_tokens += num_tokens // (self.call.comm.ulysses if self.call.comm else 1)
+        self.counter.dense_tokens += num_tokens // (self.call.comm.sequence if self.call.comm else 1)
         timestep = _arg(args, kwargs, 1, "timestep")
         if self.call.local is not None and timestep.ndim == 2:
             args, kwargs = _with_arg(args, kwargs, 1, "timestep", timestep[:, self.call.local])
@@ -188,6 +189,11 @@ class _SelfAttention:
         if rotary_emb is not None:
             q, k = _rotate(q, *rotary_emb), _rotate(k, *rotary_emb)
         comm = self.call.comm
+        if comm is not None and comm.ring_attention is not None:  # dense Ulysses x ring (xfuser)
+            if self.call.index is not None:
+                raise RuntimeError("ring attention runs dense steps only (budget 1.0)")
+            out = comm.ring_attention(q, k, v).flatten(2, 3).type_as(q)
+            return attn.to_out[1](attn.to_out[0](out))
         if comm is not None:  # sequence shards -> head shards, all active tokens
             q, k, v = comm.seq_to_heads(q), comm.seq_to_heads(k), comm.seq_to_heads(v)
         cache = self.call.branch.self_kv.setdefault(self.layer, KVCache())

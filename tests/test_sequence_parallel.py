@@ -15,13 +15,29 @@ def _request(budget, steps=8, size=64, frames=9):
                          num_frames=frames, steps=steps, budget=budget)
 
 
-def _render_on_rank(rank, model_dir, request, ulysses, cfg):
+def _cpu_ring_shim():
+    """Test-only shim: yunchang's PyTorch ring calls the CUDA-only flash SDPA op; give it the CPU one."""
+    import torch
+    import yunchang.ring.ring_pytorch_attn as ring
+
+    def forward(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, **_):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p, causal, scale=softmax_scale
+        )[:2]
+        return out.transpose(1, 2), lse.to(q.dtype)
+
+    ring.pytorch_attn_forward = forward
+
+
+def _render_on_rank(rank, model_dir, request, ulysses, cfg, ring=1):
     from pipeline.parallel import Comm, ParallelConfig
     from pipeline.tiny_wan import VARIANTS
 
+    if ring > 1:
+        _cpu_ring_shim()
     pipe = VARIANTS["t2v"][0].from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
-    comm = Comm(ParallelConfig(ulysses=ulysses, cfg=cfg))
+    comm = Comm(ParallelConfig(ulysses=ulysses, ring=ring, cfg=cfg))
     result = render(pipe, request, HSAConfig(), comm=comm)
     return {"frames": result.frames, "stats": result.stats, "a2a": dict(comm.all_to_all_bytes)}
 
@@ -60,6 +76,18 @@ def test_ulysses_times_cfg_on_four_ranks_equals_single_process(tiny_pipe, tiny_d
     ranks = run_ranks(4, _render_on_rank, tiny_dirs("t2v"), request, 2, 2)
     single = _single(tiny_pipe, request, quota_shards=2)
     assert np.abs(ranks[0]["frames"] - single.frames).max() <= 1e-5
+
+
+def test_xfuser_ring_attention_two_ranks_equals_single_process(tiny_pipe, tiny_dirs):
+    request = _request(1.0)
+    ranks = run_ranks(2, _render_on_rank, tiny_dirs("t2v"), request, 1, 1, 2)
+    assert np.abs(ranks[0]["frames"] - _single(tiny_pipe, request).frames).max() <= 1e-5
+    assert ranks[0]["a2a"] == {}  # attention went through the ring, not our all-to-all
+
+
+def test_ring_refuses_hsa_budgets(tiny_dirs):
+    with pytest.raises(Exception, match="dense steps only"):
+        run_ranks(2, _render_on_rank, tiny_dirs("t2v"), _request(0.5), 1, 1, 2)
 
 
 def test_all_to_all_bytes_scale_with_active_fraction(tiny_pipe, tiny_dirs):
