@@ -1,1 +1,9 @@
-"""Ray actors: render groups and the pool (to come; see the Ray render-group issue)."""
+"""Ray actors: render groups (P ranks, one torch.distributed group) and the pool that feeds them.
+
+Ray lives here (and in the entry points that start it); pipeline/ never imports it.
+"""
+
+from actors.pool import PoolError, RenderPool, RenderTask, TaskResult
+from actors.render_group import GroupSpec, GroupUnavailable, RenderGroup
+
+__all__ = ["GroupSpec", "GroupUnavailable", "PoolError", "RenderGroup", "RenderPool", "RenderTask", "TaskResult"]

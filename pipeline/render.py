@@ -23,7 +23,10 @@ class RequestError(ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
+
+    def __reduce__(self) -> tuple:  # picklable across processes (Ray) with both fields
+        return type(self), (self.field, self.message)
 
 
 @dataclass

@@ -55,3 +55,31 @@ def pipe_kwargs(pipe, image=None, steps=6, size=64, frames=9, seed=0, **extra):
         kwargs["image"] = image
     kwargs.update(extra)
     return kwargs
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster for the whole run (head: 4 logical CPUs, dashboard for the state API).
+
+    ray.cluster_utils.Cluster, so tests can add and remove worker nodes.
+    """
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    port = _free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "include_dashboard": True, "dashboard_port": port,
+    })
+    ray.init(address=cluster.address)
+    cluster.dashboard_url = f"http://127.0.0.1:{port}"
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

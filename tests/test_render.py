@@ -79,3 +79,10 @@ def test_two_expert_guidance_scale_2(tiny_pipe):
     result = render(pipe, _request(guidance_scale_2=2.0))
     assert np.abs(result.frames - stock).max() <= 1e-5
     assert not torch.equal(torch.from_numpy(stock), torch.from_numpy(pipe(**pipe_kwargs(pipe)).frames[0]))
+
+
+def test_request_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RequestError("height", "must be a multiple of 16")))
+    assert err.field == "height" and str(err) == "height: must be a multiple of 16"
