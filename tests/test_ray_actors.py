@@ -142,3 +142,26 @@ def test_nodes_joining_and_leaving_mid_run(ray_cluster, tiny_dirs, tmp_path):
     assert any(kind == "group_lost" for kind, _ in events)  # and lost it with the node
     time.sleep(0.5)
     assert _ours_alive(ray_cluster, "hsa-test-elastic") == ([], [])
+
+
+def test_pool_on_in_process_local_ray(tiny_dirs, tmp_path):
+    """The same pool code on ray.init(address="local"), in a fresh process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys
+from actors import GroupSpec, RenderPool, RenderTask, connect
+from pipeline.render import RenderRequest
+connect("local", num_cpus=2)
+tasks = [RenderTask(f"r{{i}}", RenderRequest(prompt="a blue square", height=64, width=64, num_frames=9, steps=6,
+                                             budget=0.5, seed=i), f"{tmp_path}/r{{i}}.mp4") for i in range(2)]
+with RenderPool(GroupSpec(model="{tiny_dirs('t2v')}"), groups=1) as pool:
+    print(sorted((r.key, r.status) for r in pool.run(tasks)))
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[('r0', 'done'), ('r1', 'done')]" in proc.stdout
