@@ -1,8 +1,9 @@
 """A pool of render groups: pulls tasks, one per group at a time, survives dead actors and nodes.
 
 - Sized from the cluster (as many groups as fit; grows when nodes join) or to a fixed count.
-- A lost group (actor, worker or node death) puts its task back at the front of the queue and
-  is rebuilt, within ``max_rebuilds`` rebuilds for the whole pool.
+- A lost group (any Ray system error: actor, worker or node death, lost objects; or ranks that
+  stop agreeing) puts its task back at the front of the queue and is rebuilt, within
+  ``max_rebuilds`` rebuilds for the whole pool.
 - A task whose render fails ``max_attempts`` times (deaths included) comes back failed with the
   original error; an invalid request (RequestError) fails at once. Other tasks go on.
 - Tasks are pulled lazily into a bounded queue, so a million-row iterator costs nothing up front.
@@ -20,13 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+from ray.exceptions import RayError, RayTaskError
 
 from actors.render_group import GroupSpec, GroupUnavailable, RenderGroup
 from pipeline.render import RenderRequest, RequestError
 
 log = logging.getLogger(__name__)
-GROUP_LOST = (RayActorError, ActorUnavailableError, WorkerCrashedError, ObjectLostError)
+GROW_TIMEOUT_S = 2.0  # how long an opportunistic scale-up waits for its placement group
 
 
 @dataclass
@@ -52,6 +53,7 @@ class _Flight:
     task: RenderTask
     refs: list
     started: float
+    failed_at: float | None = None  # when the first rank raised
 
 
 class PoolError(RuntimeError):
@@ -87,6 +89,7 @@ class RenderPool:
         self.rebuilds = 0
         self._ids = itertools.count()
         self._last_scale = 0.0
+        self._backoff = scale_every_s
         self._scale(force=True)
         if not self.groups:
             raise PoolError(f"the cluster cannot place one group of {spec.ranks} x {spec.bundles(self.gpu)[0]}")
@@ -102,22 +105,33 @@ class RenderPool:
         return self.max_groups if self.max_groups is not None else 1 << 30
 
     def _fits_one_more(self) -> bool:
-        free = ray.available_resources()
+        """Free resources for a group, and a node big enough for all its bundles (STRICT_PACK)."""
         need = self.spec.bundles(self.gpu)
-        return all(free.get(k, 0) >= v * len(need) for k, v in need[0].items())
+        total = {k: v * len(need) for k, v in need[0].items()}
+        free = ray.available_resources()
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        return all(free.get(k, 0) >= v for k, v in total.items()) and any(
+            all(node.get(k, 0) >= v for k, v in total.items()) for node in nodes
+        )
 
     def _scale(self, force: bool = False) -> None:
-        """Add groups up to the target while the cluster has room (the elastic part)."""
-        if not force and time.monotonic() - self._last_scale < self.scale_every_s:
+        """Add groups up to the target while the cluster has room (the elastic part).
+
+        Forced (start, rebuild): wait up to the spec's ready timeout. Otherwise an opportunistic
+        try with a short timeout, backing off while the cluster has no room.
+        """
+        if not force and time.monotonic() - self._last_scale < self._backoff:
             return
         self._last_scale = time.monotonic()
         while len(self.groups) < self._target() and (self.fixed is not None or self._fits_one_more()):
             name = f"{self.name}-{next(self._ids)}"
             try:
-                group = RenderGroup(name, self.spec, self.gpu)
+                group = RenderGroup(name, self.spec, self.gpu, None if force else GROW_TIMEOUT_S)
             except GroupUnavailable as err:
+                self._backoff = min(60.0, 2 * self._backoff)
                 self._event("group_unavailable", group=name, error=str(err))
                 return
+            self._backoff = self.scale_every_s
             self.groups[name] = group
             self._event("group_ready", group=name, node=group.node_id)
 
@@ -130,20 +144,24 @@ class RenderPool:
         self._scale(force=True)
 
     def _outcome(self, flight: _Flight) -> tuple[str, Any] | None:
+        """None while running; ("done", reply), ("error", RayTaskError) or ("lost", reason)."""
         ready, pending = ray.wait(flight.refs, num_returns=len(flight.refs), timeout=0)
+        errors = [_error_of(ref) for ref in ready]
+        system = [e for e in errors if isinstance(e, RayError) and not isinstance(e, RayTaskError)]
+        if system:
+            return "lost", f"{type(system[0]).__name__}: {system[0]}"
+        raised = [e for e in errors if e is not None]
         if pending:
-            if not any(_raised(r) for r in ready):
-                return None
-            # one rank failed; the others may wait forever inside a collective
-            ready, pending = ray.wait(flight.refs, num_returns=len(flight.refs), timeout=self.collective_timeout_s)
-            if pending:
-                return "lost", "a rank failed while the others were still waiting"
-        try:
-            return "done", ray.get(flight.refs)[0]
-        except GROUP_LOST as err:
-            return "lost", f"{type(err).__name__}: {err}"
-        except RayTaskError as err:
-            return "error", err
+            if raised:  # the other ranks may wait forever inside a collective
+                flight.failed_at = flight.failed_at or time.monotonic()
+                if time.monotonic() - flight.failed_at > self.collective_timeout_s:
+                    return "lost", f"a rank failed ({_message(raised[0])}) while the others kept waiting"
+            return None
+        if not raised:
+            return "done", ray.get(flight.refs[0])
+        if len({type(getattr(e, "cause", e)) for e in raised}) > 1:
+            return "lost", f"ranks failed differently: {_message(raised[0])}"
+        return "error", raised[0]
 
     def run(self, tasks: Iterable[RenderTask]) -> Iterator[TaskResult]:
         """Render every task; yields one result per task, in completion order."""
@@ -210,12 +228,12 @@ class RenderPool:
         self.shutdown()
 
 
-def _raised(ref: Any) -> bool:
+def _error_of(ref: Any) -> Exception | None:
     try:
         ray.get(ref, timeout=0)
-    except Exception:
-        return True
-    return False
+    except Exception as err:
+        return err
+    return None
 
 
 def _message(err: RayTaskError) -> str:

@@ -40,6 +40,13 @@ class GroupSpec:
     use_gpu: bool | None = None
     hsa: dict[str, Any] = field(default_factory=dict)
     ready_timeout_s: float = 60.0
+    setup_timeout_s: float = 1800.0  # joining the group and loading the weights
+
+    def __post_init__(self) -> None:
+        if self.ranks < 1:
+            raise ValueError(f"ranks must be >= 1, got {self.ranks}")
+        if self.cfg not in (1, 2) or self.ranks % self.cfg:
+            raise ValueError(f"cfg must be 1 or 2 and divide ranks ({self.ranks}), got {self.cfg}")
 
     def bundles(self, gpu: bool) -> list[dict[str, float]]:
         bundle = {"CPU": self.cpus_per_rank, **({"GPU": 1} if gpu else {})}
@@ -102,12 +109,13 @@ class RenderRank:
 class RenderGroup:
     """Driver-side handle: creates the placement group and actors, submits, tears down."""
 
-    def __init__(self, name: str, spec: GroupSpec, gpu: bool) -> None:
+    def __init__(self, name: str, spec: GroupSpec, gpu: bool, ready_timeout_s: float | None = None) -> None:
         self.name, self.spec = name, spec
         self.pg = placement_group(spec.bundles(gpu), strategy="STRICT_PACK", name=name)
         self.actors: list = []
         try:
-            ready, _ = ray.wait([self.pg.ready()], timeout=spec.ready_timeout_s)
+            timeout = spec.ready_timeout_s if ready_timeout_s is None else ready_timeout_s
+            ready, _ = ray.wait([self.pg.ready()], timeout=timeout)
             if not ready:
                 raise GroupUnavailable(f"{name}: no node can place {spec.ranks} x {spec.bundles(gpu)[0]} now")
             self.actors = [
@@ -117,8 +125,8 @@ class RenderGroup:
                 ).remote(i, spec)
                 for i in range(spec.ranks)
             ]
-            master, port = ray.get(self.actors[0].address.remote())
-            nodes = ray.get([a.setup.remote(master, port) for a in self.actors])
+            master, port = ray.get(self.actors[0].address.remote(), timeout=spec.setup_timeout_s)
+            nodes = ray.get([a.setup.remote(master, port) for a in self.actors], timeout=spec.setup_timeout_s)
             self.node_id = nodes[0]
         except GroupUnavailable:
             self.shutdown()

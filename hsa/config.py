@@ -49,10 +49,13 @@ class HSAConfig:
         d = self.max_divisor
         if d < 1 or d & (d - 1):
             raise ValueError(f"max_divisor must be a power of two >= 1, got {d!r}")
-        for name in ("warmup_steps", "tail_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if self.warmup_steps is not None and self.warmup_steps < 1:
+            raise ValueError(
+                f"warmup_steps must be >= 1 (scores compare a token's velocity with its previous one), "
+                f"got {self.warmup_steps!r}"
+            )
+        if self.tail_steps is not None and self.tail_steps < 0:
+            raise ValueError(f"tail_steps must be >= 0, got {self.tail_steps!r}")
         if self.quota_shards < 1:
             raise ValueError(f"quota_shards must be >= 1, got {self.quota_shards!r}")
         if self.dilate < 0:

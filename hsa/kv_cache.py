@@ -21,8 +21,8 @@ class KVCache:
         self, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write K/V of the tokens at ``index`` (None = all tokens) and return the full cache."""
-        if index is None:
-            self.k, self.v = k, v
+        if index is None:  # contiguous: a view into a fused QKV output would pin all of it
+            self.k, self.v = k.contiguous(), v.contiguous()
         else:
             if self.k is None:
                 raise RuntimeError("sparse K/V write before any full step filled the cache")

@@ -8,7 +8,8 @@ Divisor mode: inside the window [warmup, steps - tail), window step j is a sync 
 active) when j % d_max == 0; otherwise a token with divisor d is active when j % d == 0. The share
 of tokens per divisor follows f_d ~ r ** log2(d), with r solved by bisection: r -> 0 puts every
 token on divisor 1 (a = 1), r -> inf puts every token on d_max (only sync steps).
-Top-k mode (ablation): every window step keeps the same fraction of tokens.
+Top-k mode (ablation): the first window step evaluates every token (scores need two velocities
+of every token), every later window step keeps the same fraction.
 """
 
 from __future__ import annotations
@@ -39,13 +40,19 @@ class HSAPlan:
     def max_divisor(self) -> int:
         return self.divisors[-1]
 
+    def is_sync_position(self, step: int) -> bool:
+        """Window steps that evaluate every token and re-score: every d_max-th step (divisor
+        mode), the first window step (top-k mode)."""
+        if step not in self.window:
+            return False
+        j = step - self.warmup
+        return j % self.max_divisor == 0 if self.mode == "divisor" else j == 0
+
     def kind(self, step: int) -> str:
         """'full' (every token, outside the window or forced), 'sync' or 'sparse'."""
         if step not in self.window or step in self.forced_full:
             return "full"
-        if self.mode == "divisor" and (step - self.warmup) % self.max_divisor == 0:
-            return "sync"
-        return "sparse"
+        return "sync" if self.is_sync_position(step) else "sparse"
 
     def active_fraction(self, step: int) -> float:
         """Predicted share of tokens evaluated at ``step``."""
@@ -96,7 +103,7 @@ def _solve_divisor_plan(base: HSAPlan, max_divisor: int) -> HSAPlan | None:
 
 
 def _solve_topk_plan(base: HSAPlan) -> HSAPlan | None:
-    window = [k for k in base.window if k not in base.forced_full]
+    window = [k for k in base.window if base.kind(k) == "sparse"]
     if not window:
         return None
     full = base.steps - len(window)

@@ -49,14 +49,18 @@ class TokenStepper:
             return None
         if self.plan.mode == "divisor":
             index = divisor_active_indices(self.divisor, step - self.plan.warmup)
-        else:
+        else:  # age keeps low scores from starving
             age = (step - self.last_eval).to(self.scores.dtype)
-            index = top_k_indices(self.scores * age, self.plan.keep_ratio, self.config.quota_shards)
+            index = top_k_indices(self._ranking_scores() * age, self.plan.keep_ratio, self.config.quota_shards)
         self.evaluations += index.numel()
         return index
 
-    def observe(self, step: int, velocity: torch.Tensor, index: torch.Tensor | None) -> None:
-        """Record velocities [B, |A|, C] of the tokens at ``index`` (None = all) computed at ``step``."""
+    def observe(self, step: int, velocity: torch.Tensor, index: torch.Tensor | None, rescore: bool = True) -> None:
+        """Record velocities [B, |A|, C] of the tokens at ``index`` (None = all) computed at ``step``.
+
+        ``rescore=False`` keeps scores and divisors (for example on the first step of a new
+        network, whose velocities are not comparable with the previous network's).
+        """
         if self.v_buf is None:
             if index is not None:
                 raise RuntimeError("the first evaluation of a run must cover every token")
@@ -71,14 +75,20 @@ class TokenStepper:
         self.v_buf[:, sel] = velocity
         self.prev_eval[sel] = self.last_eval[sel]
         self.last_eval[sel] = step
+        if not rescore:
+            return
         if self.plan.mode == "topk":
             self._rescore(index)
-        elif self._is_sync_position(step):
+        elif self.plan.is_sync_position(step):
             self._rescore(None)
-            self.divisor = assign_divisors(self.scores, self.plan.divisors, self.plan.fractions, self.config.quota_shards)
+            self.divisor = assign_divisors(
+                self._ranking_scores(), self.plan.divisors, self.plan.fractions, self.config.quota_shards
+            )
 
-    def _is_sync_position(self, step: int) -> bool:
-        return step in self.plan.window and (step - self.plan.warmup) % self.plan.max_divisor == 0
+    def _ranking_scores(self) -> torch.Tensor:
+        if self.config.dilate:
+            return dilate_scores(self.scores, self.grid, self.config.dilate)
+        return self.scores
 
     def _rescore(self, index: torch.Tensor | None) -> None:
         sel = slice(None) if index is None else index
@@ -91,5 +101,3 @@ class TokenStepper:
         if self.scores is None:
             self.scores = torch.zeros(self.v_buf.shape[1], dtype=fresh.dtype, device=fresh.device)
         self.scores[sel] = fresh
-        if self.config.dilate:
-            self.scores = dilate_scores(self.scores, self.grid, self.config.dilate)

@@ -37,13 +37,40 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", choices=SCORES, default="relative")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="transformer dtype (default: bfloat16 on GPU)")
+    p.add_argument("--ulysses", type=int, default=1, help="sequence-parallel ranks per video (launch with torchrun)")
+    p.add_argument("--cfg-parallel", action="store_true", help="one guidance branch per half of the ranks")
     p.add_argument("--out", required=True, help="mp4 path to write")
+
+
+def _distributed(args: argparse.Namespace) -> tuple[object | None, str | None]:
+    """Under torchrun with --ulysses/--cfg-parallel: join the group; returns (Comm, device)."""
+    import os
+
+    import torch.distributed as dist
+
+    from pipeline.parallel import Comm, ParallelConfig
+
+    config = ParallelConfig(ulysses=args.ulysses, cfg=2 if args.cfg_parallel else 1)
+    if config.world_size == 1:
+        return None, args.device
+    if "WORLD_SIZE" not in os.environ:
+        raise SystemExit(f"error: --ulysses/--cfg-parallel need {config.world_size} ranks: "
+                         f"torchrun --nproc-per-node {config.world_size} -m jobs render ...")
+    gpu = torch.cuda.is_available() and args.device != "cpu"
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if gpu else "cpu"
+    if gpu:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if gpu else "gloo")
+    return Comm(config), device
 
 
 def _render(args: argparse.Namespace) -> int:
     from pipeline.loading import load_pipeline
     from pipeline.render import RenderRequest, RequestError, render, validate_request
     from pipeline.video_io import write_mp4
+
+    comm, device = _distributed(args)
+    rank = comm.rank if comm is not None else 0
 
     sizes = MODEL_DEFAULTS if args.model else TINY_DEFAULTS
     request = RenderRequest(
@@ -54,15 +81,17 @@ def _render(args: argparse.Namespace) -> int:
     )
     config = HSAConfig(mode=args.mode, score=args.score)  # the budget comes from the request
     logging.info("loading %s", args.model or "the built-in tiny Wan model")
-    pipe = load_pipeline(args.model, device=args.device, dtype=DTYPES.get(args.dtype))
+    pipe = load_pipeline(args.model, device=device, dtype=DTYPES.get(args.dtype))
     try:
-        validate_request(request, pipe, config)
+        validate_request(request, pipe, config, comm)
     except RequestError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: {err}", file=sys.stderr)
         return 2
-    result = render(pipe, request, config)
-    path = write_mp4(result.frames, args.out, fps=request.fps)
-    print(json.dumps({"output": str(path), **result.stats_dict()}, indent=2))
+    result = render(pipe, request, config, comm=comm)
+    if rank == 0:
+        path = write_mp4(result.frames, args.out, fps=request.fps)
+        print(json.dumps({"output": str(path), **result.stats_dict()}, indent=2))
     return 0
 
 

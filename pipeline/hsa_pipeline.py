@@ -43,6 +43,7 @@ class _Run:
         self.selected_step = -1
         self.index: torch.Tensor | None = None
         self.model: torch.nn.Module | None = None
+        self.switched = False  # this step runs a different network than the last one
 
 
 class HSAController:
@@ -84,6 +85,8 @@ class HSAController:
         switch = wan.expert_switch_step(self.pipe, timesteps)
         plan = plan_budget(len(timesteps), self.config, forced_full={switch} if switch is not None else set())
         self.run = _Run(plan, self.pipe.scheduler.sigmas)
+        if self.comm is not None:
+            self.comm.reset_counters()
         for attachment in self.attachments:
             attachment.reset()
             attachment.calls = attachment.dense_tokens = attachment.token_evaluations = 0
@@ -97,8 +100,8 @@ class HSAController:
         if run.stepper is None:
             run.stepper = TokenStepper(run.plan, self.config, grid=grid, sigmas=run.sigmas)
         # Each network keeps its own caches (emptied when the run began); a full step fills them.
-        switched = run.model is not None and model is not run.model
-        run.index = run.stepper.active(run.step, num_tokens, force_full=switched)
+        run.switched = run.model is not None and model is not run.model
+        run.index = run.stepper.active(run.step, num_tokens, force_full=run.switched)
         run.selected_step, run.model = run.step, model
         if self.comm is not None:
             self.comm.step = run.step
@@ -108,7 +111,8 @@ class HSAController:
         run = self.run
         tokens = wan.patchify(velocity, run.model.config.patch_size)
         index = run.index
-        run.stepper.observe(run.step, tokens if index is None else tokens[:, index], index)
+        # a new network's first velocities say nothing about how settled a token is
+        run.stepper.observe(run.step, tokens if index is None else tokens[:, index], index, rescore=not run.switched)
         run.step += 1
 
     def stats(self) -> RunStats:

@@ -80,6 +80,11 @@ class Comm:
         self.all_to_all_bytes: dict[int, int] = defaultdict(int)  # step -> bytes this rank sent
         self.gather_bytes: dict[int, int] = defaultdict(int)
 
+    def reset_counters(self) -> None:
+        self.step = 0
+        self.all_to_all_bytes.clear()
+        self.gather_bytes.clear()
+
     def _my_group(self, all_ranks: list[list[int]]) -> dist.ProcessGroup:
         mine = None
         for ranks in all_ranks:

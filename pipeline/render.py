@@ -67,7 +67,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_request(request: RenderRequest, pipe: Any, config: HSAConfig | None = None) -> None:
+def validate_request(
+    request: RenderRequest, pipe: Any, config: HSAConfig | None = None, comm: Comm | None = None
+) -> None:
     """Raise RequestError naming the first bad field; does no model work."""
     r = request
     if not isinstance(r.prompt, str) or not r.prompt.strip():
@@ -96,16 +98,36 @@ def validate_request(request: RenderRequest, pipe: Any, config: HSAConfig | None
             raise RequestError("guidance_scale_2", f"must be a number >= 0, got {r.guidance_scale_2!r}")
     if not _is_number(r.budget) or not 0 < r.budget <= 1:
         raise RequestError("budget", f"must be in (0, 1] (a fraction of the reference compute), got {r.budget!r}")
+    switch = wan.planned_switch_step(pipe, r.steps)
     try:
-        plan_budget(r.steps, replace(config or HSAConfig(), budget=float(r.budget)))
+        plan_budget(r.steps, replace(config or HSAConfig(), budget=float(r.budget)),
+                    forced_full={switch} if switch is not None else set())
     except ValueError as err:
         raise RequestError("budget", str(err)) from None
+    if comm is not None:
+        _validate_parallel(r, pipe, comm)
     if wan.needs_image(pipe):
         if r.image is None:
             raise RequestError("image", "this is an image-to-video model: give the first frame")
         _open_image(r.image)
     elif r.image is not None:
         raise RequestError("image", "this is a text-to-video model; it takes no image")
+
+
+def _validate_parallel(r: RenderRequest, pipe: Any, comm: Comm) -> None:
+    if comm.config.cfg > 1:
+        for name in ("guidance_scale", "guidance_scale_2"):
+            value = getattr(r, name)
+            if value is not None and value <= 1:
+                raise RequestError(name, f"CFG parallel computes two guidance branches: needs > 1, got {value!r}")
+    if comm.config.ring > 1 and r.budget < 1:
+        raise RequestError("budget", "ring attention (xfuser) runs dense steps only: needs budget 1.0")
+    tokens = wan.token_count(pipe, r.height, r.width, r.num_frames)
+    if tokens % comm.sequence:
+        raise RequestError(
+            "height/width/num_frames",
+            f"{tokens} tokens do not split over {comm.sequence} sequence-parallel ranks; change the size",
+        )
 
 
 def _open_image(image: str | Path | Image.Image) -> Image.Image:
@@ -124,7 +146,7 @@ def render(pipe: Any, request: RenderRequest, config: HSAConfig | None = None, c
     With ``comm`` every rank of the group calls this with the same request; the transformer is
     sharded across them and rank 0 decodes and returns the frames.
     """
-    validate_request(request, pipe, config)
+    validate_request(request, pipe, config, comm)
     config = replace(config or HSAConfig(), budget=float(request.budget))
     kwargs: dict[str, Any] = dict(
         prompt=request.prompt,

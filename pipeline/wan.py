@@ -72,7 +72,7 @@ class _Call:
         self.index: torch.Tensor | None = None
         self.local: torch.Tensor | None = None
 
-    def set_active(self, index: torch.Tensor | None, num_tokens: int) -> None:
+    def set_active(self, index: torch.Tensor | None, num_tokens: int, device: torch.device) -> None:
         self.index = self.local = index
         if self.comm is None:
             return
@@ -81,13 +81,15 @@ class _Call:
             raise ValueError(f"{num_tokens} tokens do not split over {p} sequence-parallel ranks")
         shard = num_tokens // p
         if index is None:
-            self.local = torch.arange(r * shard, (r + 1) * shard)
+            self.local = torch.arange(r * shard, (r + 1) * shard, device=device)
             return
+        # the same check on every rank (identical index), so all raise or none: no rank is left
+        # waiting in a collective
+        counts = torch.bincount(index // shard, minlength=p)
+        if not bool((counts == counts[0]).all()):
+            raise RuntimeError(f"active tokens per sequence shard differ ({counts.tolist()}): per-rank quotas broken")
         quota = index.numel() // p
         self.local = index[r * quota : (r + 1) * quota]
-        outside = self.local.numel() and (self.local[0] < r * shard or self.local[-1] >= (r + 1) * shard)
-        if index.numel() % p or outside:
-            raise RuntimeError("active tokens are not balanced over sequence-parallel ranks (per-rank quotas)")
 
 
 def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
@@ -112,7 +114,7 @@ class _ForwardHook(ModelHook):
         hidden = _arg(args, kwargs, 0, "hidden_states")
         grid = token_grid(module, hidden.shape)
         num_tokens = grid[0] * grid[1] * grid[2]
-        self.call.set_active(self.select(module, num_tokens, grid), num_tokens)
+        self.call.set_active(self.select(module, num_tokens, grid), num_tokens, hidden.device)
         self.call.branch = self.state_manager.get_state()
         self.counter.calls += 1
         self.counter.dense_tokens += num_tokens // (self.call.comm.sequence if self.call.comm else 1)
@@ -296,6 +298,9 @@ class WanHSA:
     def __init__(self, transformer: WanTransformer3DModel, select: Selector, comm: Comm | None = None) -> None:
         if not isinstance(transformer, TRANSFORMERS):
             raise TypeError(f"expected a WanTransformer3DModel, got {type(transformer).__name__}")
+        heads = transformer.config.num_attention_heads
+        if comm is not None and heads % comm.ulysses:
+            raise ValueError(f"{heads} attention heads do not split over {comm.ulysses} Ulysses ranks")
         self.transformer = transformer
         self.calls = self.dense_tokens = self.token_evaluations = 0
         self._original_processors = transformer.attn_processors
@@ -355,6 +360,21 @@ def expert_switch_step(pipe: Any, timesteps: torch.Tensor) -> int | None:
     boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
     below = (timesteps < boundary).nonzero().flatten()
     return int(below[0]) if below.numel() else None
+
+
+def planned_switch_step(pipe: Any, steps: int) -> int | None:
+    """expert_switch_step for a run of ``steps`` steps, on a scratch scheduler (no model work)."""
+    if not has_two_experts(pipe):
+        return None
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    return expert_switch_step(pipe, scheduler.timesteps)
+
+
+def token_count(pipe: Any, height: int, width: int, num_frames: int) -> int:
+    p_t, p_h, p_w = transformers_of(pipe)[0].config.patch_size
+    frames = ((num_frames - 1) // pipe.vae_scale_factor_temporal + 1) // p_t
+    return frames * (height // pipe.vae_scale_factor_spatial // p_h) * (width // pipe.vae_scale_factor_spatial // p_w)
 
 
 @torch.no_grad()

@@ -85,3 +85,31 @@ def test_sampler_spends_its_budget_and_is_exact_on_settled_velocities():
         assert abs(result.achieved_fraction - budget) <= 0.03 * budget
         # a point mass has a constant ideal velocity along its path: cached jumps are exact
         torch.testing.assert_close(result.x, target, atol=1e-4, rtol=0)
+
+
+def test_stepper_keeps_raw_scores_and_skips_rescore_on_request():
+    from hsa import TokenStepper, plan_budget
+
+    torch.manual_seed(0)
+    config = HSAConfig(budget=0.5, mode="topk", dilate=1)
+    plan = plan_budget(20, config)
+    stepper = TokenStepper(plan, config, grid=(1, 4, 4))
+    v = torch.randn(1, 16, 3)
+    for k in range(plan.warmup + 3):
+        index = stepper.active(k, 16)
+        v = v + 0.1 * torch.randn_like(v)
+        stepper.observe(k, v if index is None else v[:, index], index)
+    raw = velocity_change_score(stepper.v_buf, stepper.v_prev)
+    stale = stepper.last_eval < stepper.last_eval.max()  # tokens not evaluated at the last step
+    torch.testing.assert_close(stepper.scores[~stale], raw[~stale])  # raw, never dilated in place
+    divisor_config = HSAConfig(budget=0.5)
+    divisor_plan = plan_budget(40, divisor_config)
+    stepper = TokenStepper(divisor_plan, divisor_config)
+    for k in range(divisor_plan.warmup + 1):
+        stepper.observe(k, torch.randn(1, 16, 3), stepper.active(k, 16))
+    before = stepper.divisor.clone()
+    sync = divisor_plan.warmup + divisor_plan.max_divisor
+    for k in range(divisor_plan.warmup + 1, sync + 1):
+        index = stepper.active(k, 16)
+        stepper.observe(k, torch.randn(1, 16 if index is None else index.numel(), 3), index, rescore=k != sync)
+    assert torch.equal(stepper.divisor, before)  # a new network's first step does not re-rank

@@ -89,3 +89,13 @@ def test_expert_switch_is_planned_full():
     plan = plan_budget(40, HSAConfig(budget=0.5), forced_full={13})
     assert plan.kind(13) == "full"
     assert abs(plan.predicted_fraction - 0.5) <= 0.01
+
+
+def test_topk_first_window_step_evaluates_everyone():
+    plan = plan_budget(40, HSAConfig(budget=0.3, mode="topk"))
+    assert plan.kind(plan.warmup) == "sync" and plan.kind(plan.warmup + 1) == "sparse"
+
+
+def test_warmup_of_zero_is_refused():
+    with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
+        HSAConfig(warmup_steps=0)

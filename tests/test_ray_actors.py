@@ -70,11 +70,12 @@ def test_killed_actor_mid_render_is_rebuilt_and_nothing_is_lost(ray_cluster, tin
         if kind == "submitted" and not killed:  # kill the first group while it renders its first task
             group = pool.groups[info["group"]]
             killed.update(name=info["group"], key=info["key"])
-            threading.Timer(0.5, lambda: ray.kill(group.actors[0], no_restart=True)).start()
+            threading.Timer(1.0, lambda: ray.kill(group.actors[0], no_restart=True)).start()
 
     pool = RenderPool(GroupSpec(model=str(tiny_dirs("t2v"))), groups=1, name="hsa-test-kill", on_event=on_event)
     try:
-        results = list(pool.run(_tasks(tmp_path, 3, steps=40, height=128, width=128, num_frames=17)))
+        # a render takes about 6 s here: the kill lands mid-render
+        results = list(pool.run(_tasks(tmp_path, 3, steps=40, height=256, width=256, num_frames=17)))
         lost_actors, lost_groups = _ours_alive(ray_cluster, killed["name"])
         (survivor,) = pool.groups.values()
         completed = ray.get(survivor.actors[0].completed_keys.remote())
@@ -133,8 +134,9 @@ def test_nodes_joining_and_leaving_mid_run(ray_cluster, tiny_dirs, tmp_path):
 
     spec = GroupSpec(model=str(tiny_dirs("t2v")), cpus_per_rank=2)  # the 4-CPU head fits two groups
     with RenderPool(spec, max_groups=3, name="hsa-test-elastic", scale_every_s=0.5, on_event=on_event) as pool:
-        results = list(pool.run(_tasks(tmp_path, 10, steps=40, height=128, width=128, num_frames=17)))
-    assert sorted(r.key for r in results) == sorted(f"row{i}" for i in range(10))
+        # about 6 s a render: the run outlasts the node's arrival, start-up and removal
+        results = list(pool.run(_tasks(tmp_path, 8, steps=40, height=256, width=256, num_frames=17)))
+    assert sorted(r.key for r in results) == sorted(f"row{i}" for i in range(8))
     assert all(r.status == "done" for r in results)
     ready_nodes = [info["node"] for kind, info in events if kind == "group_ready"]
     assert sum(node in head_nodes for node in ready_nodes) == 2

@@ -86,3 +86,31 @@ def test_request_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(RequestError("height", "must be a multiple of 16")))
     assert err.field == "height" and str(err) == "height: must be a multiple of 16"
+
+
+def test_budget_floor_counts_the_expert_switch(tiny_pipe):
+    from pipeline.render import validate_request
+
+    # 30 steps: the floor is 1 warm-up + 2 sync steps = 0.1; the switch (step 13) adds one full step
+    validate_request(_request(budget=0.1, steps=30), tiny_pipe("t2v"))
+    with pytest.raises(RequestError, match="below") as err:
+        validate_request(_request(budget=0.1, steps=30), tiny_pipe("t2v-a14b"))
+    assert err.value.field == "budget"
+
+
+@pytest.mark.parametrize("parallel,overrides,field", [
+    (dict(cfg=2), dict(guidance_scale=1.0), "guidance_scale"),
+    (dict(ring=2), dict(budget=0.5), "budget"),
+    (dict(ulysses=5), dict(), "height/width/num_frames"),  # 48 tokens over 5 ranks
+])
+def test_parallel_requests_are_checked_up_front(tiny_pipe, parallel, overrides, field):
+    from types import SimpleNamespace
+
+    from pipeline.parallel import ParallelConfig
+    from pipeline.render import validate_request
+
+    config = ParallelConfig(**parallel)
+    comm = SimpleNamespace(config=config, sequence=config.sequence)
+    with pytest.raises(RequestError) as err:
+        validate_request(_request(**overrides), tiny_pipe("t2v"), comm=comm)
+    assert err.value.field == field
