@@ -12,9 +12,9 @@ import torch
 from hsa import HSAConfig
 from hsa.config import MODES, SCORES
 
-# The built-in tiny model renders small clips; real weights default to Wan's 480p, 81 frames.
-TINY_DEFAULTS = dict(height=128, width=128, num_frames=17)
-MODEL_DEFAULTS = dict(height=480, width=832, num_frames=81)
+# The shipped toy model renders 64 x 64 x 17 clips at 8 fps; real weights default to Wan's 480p, 81 frames.
+TOY_DEFAULTS = dict(height=64, width=64, num_frames=17, fps=8)
+MODEL_DEFAULTS = dict(height=480, width=832, num_frames=81, fps=16)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -23,13 +23,13 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--image", help="first frame for image-to-video models")
-    p.add_argument("--model", help="local diffusers folder or hub id (default: the built-in tiny Wan)")
+    p.add_argument("--model", help="local diffusers folder or hub id (default: the shipped toy Wan model)")
     p.add_argument("--budget", type=float, default=0.5, help="fraction of the reference compute, in (0, 1]")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--num-frames", type=int)
-    p.add_argument("--fps", type=int, default=16)
+    p.add_argument("--fps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=5.0)
     p.add_argument("--guidance-scale-2", type=float)
@@ -72,15 +72,15 @@ def _render(args: argparse.Namespace) -> int:
     comm, device = _distributed(args)
     rank = comm.rank if comm is not None else 0
 
-    sizes = MODEL_DEFAULTS if args.model else TINY_DEFAULTS
+    sizes = MODEL_DEFAULTS if args.model else TOY_DEFAULTS
     request = RenderRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.image, seed=args.seed,
         height=args.height or sizes["height"], width=args.width or sizes["width"],
-        num_frames=args.num_frames or sizes["num_frames"], fps=args.fps, steps=args.steps,
+        num_frames=args.num_frames or sizes["num_frames"], fps=args.fps or sizes["fps"], steps=args.steps,
         guidance_scale=args.guidance_scale, guidance_scale_2=args.guidance_scale_2, budget=args.budget,
     )
     config = HSAConfig(mode=args.mode, score=args.score)  # the budget comes from the request
-    logging.info("loading %s", args.model or "the built-in tiny Wan model")
+    logging.info("loading %s", args.model or "the shipped toy Wan model")
     pipe = load_pipeline(args.model, device=device, dtype=DTYPES.get(args.dtype))
     try:
         validate_request(request, pipe, config, comm)

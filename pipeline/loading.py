@@ -10,9 +10,10 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 from pipeline import wan
-from pipeline.tiny_wan import default_model_dir
 
 log = logging.getLogger(__name__)
+# The toy Wan model trained by bench/train_toy.py on synthetic clips (docs/TOY_MODEL.md).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "toy-wan"
 
 
 def use_flow_match_euler(pipe: Any) -> None:
@@ -37,14 +38,14 @@ def default_device() -> str:
 
 
 def load_pipeline(model: str | Path | None = None, device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """Load ``model`` (a local diffusers folder or hub id; None = the built-in tiny model).
+    """Load ``model`` (a local diffusers folder or hub id; None = the shipped toy model).
 
     The transformer(s) and text encoder use ``dtype`` (bfloat16 on GPU, float32 on CPU by default);
     the VAE stays in float32, as Wan's reference code runs it.
     """
     device = device or default_device()
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    source = str(model) if model is not None else str(default_model_dir())
+    source = str(model) if model is not None else str(DEFAULT_MODEL)
     if Path(source).exists() and not (Path(source) / "model_index.json").exists():
         raise FileNotFoundError(f"{source} is not a diffusers pipeline folder (no model_index.json)")
     pipe = DiffusionPipeline.from_pretrained(source, dtype={"vae": torch.float32, "default": dtype})

@@ -1,4 +1,4 @@
-"""Tiny Wan pipelines built from configs: the project's built-in default model and test fixtures.
+"""Tiny Wan pipelines built from configs (random weights): test fixtures for every Wan variant.
 
 Every variant is a real diffusers pipeline (tokenizer, UMT5 text encoder, Wan VAE, Wan
 transformer(s), and a CLIP image encoder for Wan 2.1 I2V) with random weights, written with
@@ -8,8 +8,6 @@ transformer(s), and a CLIP image encoder for Wan 2.1 I2V) with random weights, w
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -98,19 +96,3 @@ def build_tiny_wan(path: str | os.PathLike, variant: str = "t2v", seed: int = 0)
     path = Path(path)
     pipe.save_pretrained(path)
     return path
-
-
-def default_model_dir(variant: str = "t2v") -> Path:
-    """The built-in default model: built on first use, then cached on disk (``HSA_CACHE`` to move it)."""
-    root = Path(os.environ.get("HSA_CACHE", Path.home() / ".cache" / "hsa-render"))
-    target = root / f"tiny-wan-{variant}"
-    if not (target / "model_index.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tiny-wan-{variant}-", dir=root))
-        build_tiny_wan(staging / "model", variant)
-        try:
-            os.replace(staging / "model", target)
-        except OSError:  # another process won the race: keep its copy
-            pass
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
