@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -134,7 +133,6 @@ class RenderGroup:
         except Exception as err:
             self.shutdown()
             raise GroupUnavailable(f"{name}: could not start: {err}") from err
-        self.started = time.time()
 
     def submit(self, key: str, request: Any, output: str | None, return_frames: bool = False) -> list:
         return [a.render.remote(key, request, output, return_frames) for a in self.actors]

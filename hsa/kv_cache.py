@@ -33,10 +33,6 @@ class KVCache:
     def reset(self) -> None:
         self.k = self.v = None
 
-    @property
-    def nbytes(self) -> int:
-        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
-
 
 def active_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention of q [B, A, H, D] against k, v [B, N, H, D]; returns [B, A, H, D]."""

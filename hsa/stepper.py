@@ -38,10 +38,6 @@ class TokenStepper:
         self.prev_eval: torch.Tensor | None = None
         self.evaluations = 0  # token evaluations handed out by active()
 
-    @property
-    def num_tokens(self) -> int | None:
-        return None if self.v_buf is None else self.v_buf.shape[1]
-
     def active(self, step: int, num_tokens: int, force_full: bool = False) -> torch.Tensor | None:
         """Sorted indices of the tokens to evaluate at ``step``; None means every token."""
         if force_full or self.plan.kind(step) != "sparse" or self.scores is None:

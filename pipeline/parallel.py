@@ -58,7 +58,7 @@ class Comm:
             raise RuntimeError("sequence parallelism needs torch.distributed initialised (init_process_group)")
         if dist.get_world_size() != config.world_size:
             raise ValueError(
-                f"ulysses {config.ulysses} x cfg {config.cfg} needs {config.world_size} ranks, "
+                f"ulysses {config.ulysses} x ring {config.ring} x cfg {config.cfg} needs {config.world_size} ranks, "
                 f"the process group has {dist.get_world_size()}"
             )
         self.config = config
