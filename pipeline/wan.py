@@ -71,6 +71,7 @@ class _Call:
         self.branch: _Branch | None = None
         self.index: torch.Tensor | None = None
         self.local: torch.Tensor | None = None
+        self._checked: torch.Tensor | None = None  # the last index whose per-shard balance was checked
 
     def set_active(self, index: torch.Tensor | None, num_tokens: int, device: torch.device) -> None:
         self.index = self.local = index
@@ -84,10 +85,13 @@ class _Call:
             self.local = torch.arange(r * shard, (r + 1) * shard, device=device)
             return
         # the same check on every rank (identical index), so all raise or none: no rank is left
-        # waiting in a collective
-        counts = torch.bincount(index // shard, minlength=p)
-        if not bool((counts == counts[0]).all()):
-            raise RuntimeError(f"active tokens per sequence shard differ ({counts.tolist()}): per-rank quotas broken")
+        # waiting in a collective. Once per step: every branch of a step gets the same index
+        # object, and the check syncs with the host.
+        if index is not self._checked:
+            counts = torch.bincount(index // shard, minlength=p)
+            if not bool((counts == counts[0]).all()):
+                raise RuntimeError(f"active tokens per sequence shard differ ({counts.tolist()}): per-rank quotas broken")
+            self._checked = index
         quota = index.numel() // p
         self.local = index[r * quota : (r + 1) * quota]
 
