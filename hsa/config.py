@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODES = ("divisor", "topk")
-SCORES = ("relative", "absolute")
+SCORES = ("relative", "absolute", "magnitude", "random")
+KV_POLICIES = ("sync", "drop")
+SKIPPED_UPDATES = ("euler", "freeze")
 
 
 @dataclass(frozen=True)
@@ -16,13 +18,18 @@ class HSAConfig:
         reference itself (every token, every step).
     mode: "divisor" (tokens get divisors 1, 2, 4, ... and meet on sync steps) or "topk"
         (RAS-style ablation: one keep ratio per step, re-ranked every step).
-    score: "relative" |v - v_prev|_1 / |v_prev|_1 or "absolute" |v - v_prev|_1.
+    score: "relative" |v - v_prev|_1 / |v_prev|_1 or "absolute" |v - v_prev|_1; the ablations
+        "magnitude" |v|_1 and "random" (a fresh random ranking at each re-score).
     warmup_steps / tail_steps: full steps before / after the window; None derives them
         from the step count (5% / 7.5% of the steps, at least one warm-up step).
     max_divisor: largest divisor (a power of two); also the period of sync steps.
     dilate: radius in tokens of a 3D max-filter over scores, so rims of moving regions stay
         active (0 = off).
     per_sigma: divide scores by the sigma gap since the token's previous evaluation.
+    kv: "sync" (inactive tokens' cached keys and values stay in attention) or the ablation
+        "drop" (active tokens attend to active tokens only).
+    skipped: how a skipped token moves: "euler" (with its cached velocity: cached Euler) or
+        the ablation "freeze" (it stays where it is).
     quota_shards: split every allocation into this many equal contiguous shards of the
         sequence, each with the same number of active tokens (set to the Ulysses degree by the
         sequence-parallel runner; a single process can use it to reproduce a parallel run).
@@ -36,6 +43,8 @@ class HSAConfig:
     max_divisor: int = 16
     dilate: int = 0
     per_sigma: bool = False
+    kv: str = "sync"
+    skipped: str = "euler"
     quota_shards: int = 1
     eps: float = 1e-6
 
@@ -46,6 +55,10 @@ class HSAConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.kv not in KV_POLICIES:
+            raise ValueError(f"kv must be one of {KV_POLICIES}, got {self.kv!r}")
+        if self.skipped not in SKIPPED_UPDATES:
+            raise ValueError(f"skipped must be one of {SKIPPED_UPDATES}, got {self.skipped!r}")
         d = self.max_divisor
         if d < 1 or d & (d - 1):
             raise ValueError(f"max_divisor must be a power of two >= 1, got {d!r}")

@@ -41,5 +41,5 @@ def sample(
     for k in range(steps):
         index = stepper.active(k, x.shape[1])
         stepper.observe(k, velocity_fn(x, index, k), index)
-        x = cached_euler_step(x, stepper.v_buf, float(sigmas[k]), float(sigmas[k + 1]))
+        x = cached_euler_step(x, stepper.velocity(k), float(sigmas[k]), float(sigmas[k + 1]))
     return SampleResult(x=x, plan=plan, evaluations=stepper.evaluations)

@@ -81,6 +81,17 @@ class TokenStepper:
                 self._ranking_scores(), self.plan.divisors, self.plan.fractions, self.config.quota_shards
             )
 
+    def velocity(self, step: int) -> torch.Tensor:
+        """Every token's velocity [B, N, C] for the update at ``step`` (call after ``observe``):
+        the latest one of each token, zero for skipped tokens when ``config.skipped == "freeze"``.
+        """
+        skipped = self.last_eval != step
+        if self.config.skipped != "freeze" or not bool(skipped.any()):
+            return self.v_buf
+        v = self.v_buf.clone()
+        v[:, skipped] = 0
+        return v
+
     def _ranking_scores(self) -> torch.Tensor:
         if self.config.dilate:
             return dilate_scores(self.scores, self.grid, self.config.dilate)
@@ -88,9 +99,17 @@ class TokenStepper:
 
     def _rescore(self, index: torch.Tensor | None) -> None:
         sel = slice(None) if index is None else index
-        fresh = velocity_change_score(
-            self.v_buf[:, sel], self.v_prev[:, sel], relative=self.config.score == "relative", eps=self.config.eps
-        )
+        score = self.config.score
+        if score == "magnitude":
+            fresh = self.v_buf[:, sel].float().abs().sum(-1).mean(0)
+        elif score == "random":  # seeded by the step, so a run is reproducible
+            step = int(self.last_eval.max())
+            n = self.v_buf[:, sel].shape[1]
+            fresh = torch.rand(n, generator=torch.Generator().manual_seed(step)).to(self.v_buf.device)
+        else:
+            fresh = velocity_change_score(
+                self.v_buf[:, sel], self.v_prev[:, sel], relative=score == "relative", eps=self.config.eps
+            )
         if self.config.per_sigma:
             gap = self.sigmas[self.prev_eval[sel].cpu()] - self.sigmas[self.last_eval[sel].cpu()]
             fresh = fresh / gap.clamp_min(self.config.eps).to(fresh)

@@ -63,7 +63,9 @@ class HSAController:
             config = replace(config, quota_shards=comm.sequence)
         self.pipe, self.config, self.comm = pipe, config, comm
         self.run: _Run | None = None
-        self.attachments = [wan.WanHSA(t, self._select, comm) for t in wan.transformers_of(pipe)]
+        self.attachments = [
+            wan.WanHSA(t, self._select, comm, kv_sync=config.kv == "sync") for t in wan.transformers_of(pipe)
+        ]
         scheduler = pipe.scheduler
         set_timesteps, step = scheduler.set_timesteps, scheduler.step
 
@@ -73,7 +75,12 @@ class HSAController:
             return result
 
         def step_and_observe(model_output: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self._observe(model_output)
+            index = self._observe(model_output)
+            # cached Euler needs nothing more: skipped tokens' outputs already are their cached velocity
+            if index is not None and config.skipped == "freeze":
+                velocity = self.run.stepper.velocity(self.run.step - 1)
+                patch = self.run.model.config.patch_size
+                model_output = wan.unpatchify(velocity, model_output.shape, patch).to(model_output.dtype)
             return step(model_output, *args, **kwargs)
 
         scheduler.set_timesteps, scheduler.step = set_timesteps_and_plan, step_and_observe
@@ -107,13 +114,15 @@ class HSAController:
             self.comm.step = run.step
         return run.index
 
-    def _observe(self, velocity: torch.Tensor) -> None:
+    def _observe(self, velocity: torch.Tensor) -> torch.Tensor | None:
+        """Hand the step's guided velocity to the stepper; returns the step's active tokens."""
         run = self.run
         tokens = wan.patchify(velocity, run.model.config.patch_size)
         index = run.index
         # a new network's first velocities say nothing about how settled a token is
         run.stepper.observe(run.step, tokens if index is None else tokens[:, index], index, rescore=not run.switched)
         run.step += 1
+        return index
 
     def stats(self) -> RunStats:
         """Counts of the last run, taken inside the transformers."""

@@ -50,12 +50,13 @@ class _Branch(BaseState):
 
     self_kv: dict[int, KVCache] = field(default_factory=dict)
     cross_kv: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)
-    output: torch.Tensor | None = None
+    output: torch.Tensor | None = None  # proj_out's last full output (tokens)
+    result: Any = None  # the transformer's last full return value
 
     def reset(self, *args: Any, **kwargs: Any) -> None:
         self.self_kv.clear()
         self.cross_kv.clear()
-        self.output = None
+        self.output = self.result = None
 
 
 class _Call:
@@ -66,8 +67,8 @@ class _Call:
     the active tokens of its shard; otherwise ``index``).
     """
 
-    def __init__(self, comm: Comm | None) -> None:
-        self.comm = comm
+    def __init__(self, comm: Comm | None, kv_sync: bool = True) -> None:
+        self.comm, self.kv_sync = comm, kv_sync
         self.branch: _Branch | None = None
         self.index: torch.Tensor | None = None
         self.local: torch.Tensor | None = None
@@ -126,6 +127,19 @@ class _ForwardHook(ModelHook):
         if self.call.local is not None and timestep.ndim == 2:
             args, kwargs = _with_arg(args, kwargs, 1, "timestep", timestep[:, self.call.local])
         return args, kwargs
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        # No active token (every rank sees the same index): every token returns its cached
+        # velocity, so the step costs no model work at all.
+        call = self.call
+        if call.index is not None and call.index.numel() == 0 and call.branch.result is not None:
+            result = self.call.branch.result
+            return (result[0].clone(),) if isinstance(result, tuple) else type(result)(sample=result.sample.clone())
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        self.call.branch.result = output
+        return output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.state_manager.reset()
@@ -202,9 +216,10 @@ class _SelfAttention:
             return attn.to_out[1](attn.to_out[0](out))
         if comm is not None:  # sequence shards -> head shards, all active tokens
             q, k, v = comm.seq_to_heads(q), comm.seq_to_heads(k), comm.seq_to_heads(v)
-        cache = self.call.branch.self_kv.setdefault(self.layer, KVCache())
-        k_all, v_all = cache.update(k, v, self.call.index)
-        out = active_query_attention(q, k_all, v_all)
+        if self.call.kv_sync or self.call.index is None:
+            cache = self.call.branch.self_kv.setdefault(self.layer, KVCache())
+            k, v = cache.update(k, v, self.call.index)
+        out = active_query_attention(q, k, v)  # without sync (an ablation): active tokens only
         if comm is not None:
             out = comm.heads_to_seq(out)
         out = out.flatten(2, 3).type_as(q)
@@ -296,10 +311,17 @@ class WanHSA:
     """HSA attached to one WanTransformer3DModel; ``detach()`` restores the stock model.
 
     With ``comm`` (see pipeline/parallel.py) the transformer runs Ulysses over the active tokens
-    and, with a CFG degree of 2, computes only this rank's guidance branch.
+    and, with a CFG degree of 2, computes only this rank's guidance branch. ``kv_sync=False`` is
+    the ablation that drops inactive tokens from self-attention instead of using their cached K/V.
     """
 
-    def __init__(self, transformer: WanTransformer3DModel, select: Selector, comm: Comm | None = None) -> None:
+    def __init__(
+        self,
+        transformer: WanTransformer3DModel,
+        select: Selector,
+        comm: Comm | None = None,
+        kv_sync: bool = True,
+    ) -> None:
         if not isinstance(transformer, TRANSFORMERS):
             raise TypeError(f"expected a WanTransformer3DModel, got {type(transformer).__name__}")
         heads = transformer.config.num_attention_heads
@@ -308,7 +330,7 @@ class WanHSA:
         self.transformer = transformer
         self.calls = self.dense_tokens = self.token_evaluations = 0
         self._original_processors = transformer.attn_processors
-        call = _Call(comm)
+        call = _Call(comm, kv_sync)
         processors = {}
         for name in self._original_processors:
             layer = int(name.split(".")[1])
@@ -347,6 +369,14 @@ def patchify(latent: torch.Tensor, patch_size: tuple[int, int, int]) -> torch.Te
     p_t, p_h, p_w = patch_size
     x = latent.reshape(b, c, f // p_t, p_t, h // p_h, p_h, w // p_w, p_w)
     return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (f // p_t) * (h // p_h) * (w // p_w), -1)
+
+
+def unpatchify(tokens: torch.Tensor, latent_shape: torch.Size, patch_size: tuple[int, int, int]) -> torch.Tensor:
+    """The inverse of ``patchify``: [B, N, C * p_t * p_h * p_w] -> [B, C, F, H, W]."""
+    b, c, f, h, w = latent_shape
+    p_t, p_h, p_w = patch_size
+    x = tokens.reshape(b, f // p_t, h // p_h, w // p_w, c, p_t, p_h, p_w)
+    return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, c, f, h, w)
 
 
 def transformers_of(pipe: Any) -> list[WanTransformer3DModel]:

@@ -50,7 +50,9 @@ def test_expert_switch_forces_a_full_step(tiny_pipe, first_frame):
     controller = apply_hsa(pipe, HSAConfig(budget=0.25))
     seen = []
     hooks = [
-        t.blocks[0].register_forward_pre_hook(lambda m, args, name=name: seen.append((name, args[0].shape[1])))
+        t.blocks[0].register_forward_pre_hook(
+            lambda m, args, name=name: seen.append((name, args[0].shape[1], controller.run.step))
+        )
         for name, t in (("high", pipe.transformer), ("low", pipe.transformer_2))
     ]
     try:
@@ -60,9 +62,10 @@ def test_expert_switch_forces_a_full_step(tiny_pipe, first_frame):
         for h in hooks:
             h.remove()
         remove_hsa(pipe)
-    first_low = next(i for i, (name, _) in enumerate(seen) if name == "low")
-    assert seen[first_low][1] == seen[0][1] == 48  # every token on the new expert's first step
-    assert plan.kind(first_low // 2) == "full" and plan.warmup <= first_low // 2 < plan.steps - plan.tail
+    first_low = next(i for i, (name, _, _) in enumerate(seen) if name == "low")
+    _, tokens, step = seen[first_low]
+    assert tokens == seen[0][1] == 48  # every token on the new expert's first step
+    assert plan.kind(step) == "full" and plan.warmup <= step < plan.steps - plan.tail
 
 
 def test_text_kv_is_computed_once_per_branch(tiny_pipe):
@@ -118,3 +121,26 @@ def test_non_euler_scheduler_is_refused(tiny_dirs):
     assert pipe.scheduler.config.shift == 3.0
     apply_hsa(pipe, HSAConfig())
     remove_hsa(pipe)
+
+
+def test_step_without_active_tokens_runs_no_block(tiny_pipe):
+    pipe = tiny_pipe("t2v")
+    controller = apply_hsa(pipe, HSAConfig(budget=0.25))
+    blocks_ran, empty_steps = [], []
+
+    def note_empty(pipe, step, timestep, callback_kwargs):
+        index = controller.run.index
+        if index is not None and index.numel() == 0:
+            empty_steps.append(step)
+        return {}
+
+    hook = pipe.transformer.blocks[0].register_forward_pre_hook(lambda m, a: blocks_ran.append(controller.run.step))
+    try:
+        _run(pipe, None, steps=20, output_type="latent", callback_on_step_end=note_empty)
+        stats = controller.stats()
+    finally:
+        hook.remove()
+        remove_hsa(pipe)
+    assert empty_steps  # at 20 steps and 48 tokens, 0.25 leaves some window steps empty
+    assert not set(empty_steps) & set(blocks_ran)
+    assert stats.transformer_calls == 40  # the pipeline still called it; our hook answered from cache
