@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffusers import WanPipeline  # noqa: E402
+
 from pipeline import toy_model  # noqa: E402
 from pipeline.toy_data import ClipSpec, random_spec, render_clip  # noqa: E402
 
@@ -99,10 +101,23 @@ def text_embeddings(pipe, captions: list[str]) -> dict[str, torch.Tensor]:
     return table
 
 
-def train_transformer(pipe, latents, captions, table, minutes: float, rng: np.random.Generator, log: list):
+def motion_weights(latents: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per latent position loss weight 1 + strength * (temporal deviation / its dataset mean).
+
+    Moving objects cover a few percent of the tokens, so an unweighted loss is dominated by
+    static background; weighting by how far each position strays from its temporal mean makes
+    the model pay for getting motion wrong. Shape [N, 1, F, H, W].
+    """
+    deviation = (latents - latents.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)
+    return 1.0 + strength * deviation / deviation.mean()
+
+
+def train_transformer(pipe, latents, captions, table, minutes: float, rng: np.random.Generator, log: list,
+                      motion_weight: float = 0.0, lr: float = 5e-4, warmup: int = 200):
     dit = pipe.transformer
+    weights = motion_weights(latents, motion_weight) if motion_weight > 0 else None
     ema = copy.deepcopy(dit).requires_grad_(False)
-    opt = torch.optim.AdamW(dit.parameters(), lr=5e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     start, step, running = time.monotonic(), 0, []
     while time.monotonic() - start < minutes * 60:
@@ -115,9 +130,13 @@ def train_transformer(pipe, latents, captions, table, minutes: float, rng: np.ra
         xt = (1 - s) * x0 + s * noise
         text = torch.stack([table["" if rng.random() < 0.1 else captions[i]] for i in idx.tolist()])
         pred = dit(xt, sigma * 1000, text, return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - x0)
+        if weights is None:
+            loss = F.mse_loss(pred, noise - x0)
+        else:
+            w = weights[idx]
+            loss = (w * (pred - (noise - x0)) ** 2).mean() / w.mean()
         for group in opt.param_groups:
-            group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
+            group["lr"] = lr * min(1.0, (step + 1) / warmup)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
@@ -143,28 +162,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dit-minutes", type=float, default=70)
     parser.add_argument("--clips", type=int, default=3000, help="encoded 64 x 64 x 17 clips for the transformer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="continue from this saved pipeline (its VAE and latent statistics are kept)")
+    parser.add_argument("--motion-weight", type=float, default=0.0, help="extra loss weight on moving latent positions")
+    parser.add_argument("--lr", type=float, default=5e-4)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     started, log = time.monotonic(), []
 
-    tok = toy_model.tokenizer()
-    pipe = toy_model.pipeline(tok, toy_model.text_encoder(len(tok)), toy_model.vae(), toy_model.transformer())
-    train_vae(pipe.vae.train(), args.vae_minutes, rng, log)
+    if args.init:
+        pipe = WanPipeline.from_pretrained(args.init)
+        parent = json.loads((args.init / "training_log.json").read_text())
+        if args.vae_minutes:
+            parser.error("--init keeps the saved VAE: pass --vae-minutes 0")
+    else:
+        tok = toy_model.tokenizer()
+        pipe = toy_model.pipeline(tok, toy_model.text_encoder(len(tok)), toy_model.vae(), toy_model.transformer())
+        parent = None
+        train_vae(pipe.vae.train(), args.vae_minutes, rng, log)
     pipe.vae.eval()
     latents, captions = encode_dataset(pipe, args.clips, rng)
-    mean = latents.mean(dim=(0, 2, 3, 4))
-    std = latents.std(dim=(0, 2, 3, 4))
-    pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    if parent is None:
+        mean = latents.mean(dim=(0, 2, 3, 4))
+        std = latents.std(dim=(0, 2, 3, 4))
+        pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    else:  # the transformer was trained on latents normalised with the saved statistics
+        mean, std = torch.tensor(pipe.vae.config.latents_mean), torch.tensor(pipe.vae.config.latents_std)
     latents = (latents - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
     table = text_embeddings(pipe, captions)
-    train_transformer(pipe, latents, captions, table, args.dit_minutes, rng, log)
+    train_transformer(pipe, latents, captions, table, args.dit_minutes, rng, log, args.motion_weight, args.lr,
+                      warmup=200 if parent is None else 20)
 
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out)
+    minutes = (time.monotonic() - started) / 60
     summary = {
         "command": "python bench/train_toy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "minutes": (time.monotonic() - started) / 60, "clips": args.clips, "torch": torch.__version__,
+        "minutes": minutes, "clips": args.clips, "torch": torch.__version__,
+        "minutes_with_parents": minutes + (parent["minutes_with_parents"] if parent and "minutes_with_parents" in parent
+                                           else parent["minutes"] if parent else 0.0),
+        "parent": {k: v for k, v in parent.items() if k != "log"} if parent else None,
         "vae_final": next((e for e in reversed(log) if e["stage"] == "vae"), None),
         "transformer_final": next((e for e in reversed(log) if e["stage"] == "transformer"), None),
         "log": log,
