@@ -119,3 +119,28 @@ def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2000) -> 
         check=True, capture_output=True, timeout=120,
     )
     return png.exists()
+
+
+def uniform_psnr_at(rows: list[dict], fraction: float) -> float | None:
+    """PSNR of uniform fewer-step sampling at a measured runtime fraction (linear between its
+    measured points); None outside the range they span."""
+    points = sorted((r["measured_fraction"], r["psnr"]) for r in rows if r["family"] == "uniform")
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= fraction <= x1:
+            return y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
+    return None
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: every method with its margin over uniform sampling at the same measured runtime."""
+    lines = ["| method | measured runtime | counted tokens | PSNR dB | SSIM | latent MSE | PSNR - uniform at equal runtime |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["method"] == "reference (again)":
+            continue
+        uniform = None if r["family"] in ("reference", "uniform") else uniform_psnr_at(rows, r["measured_fraction"])
+        margin = "" if uniform is None else f"{r['psnr'] - uniform:+.2f}"
+        counted = "" if r["counted_fraction"] is None else f"{r['counted_fraction']:.3f}"
+        lines.append(f"| {r['method']} | {r['measured_fraction']:.3f} | {counted} | {_number(r['psnr'], 2)} | "
+                     f"{r['ssim']:.4f} | {r['latent_mse']:.5f} | {margin} |")
+    return "\n".join(lines) + "\n"

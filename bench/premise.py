@@ -13,7 +13,8 @@ Second question: which per-token signal at step k best predicts the error a cach
 from step k would make over the next H = 8 steps, e_i = |sum_{j=k}^{k+H-1} (v_j - v_k)(sigma_{j+1} -
 sigma_j)|_1? Reported per phase: the Spearman rank correlation between e and each signal
 (relative change, absolute change, velocity magnitude |v_k|_1), averaged over videos and steps.
-HSA ranks tokens by its score, so rank correlation is what matters.
+HSA ranks tokens by its score, so rank correlation is what matters. The object/background AUC
+is reported for each of the three signals too.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe.scheduler.step = record
     per_phase = {p: {"object": [], "background": []} for p in PHASES}
+    by_signal = {p: {name: ([], []) for name in ("relative", "absolute", "magnitude")} for p in PHASES}
     correlations = {p: {name: [] for name in ("relative", "absolute", "magnitude")} for p in PHASES}
     token_px = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
     for i in range(args.videos):
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
                 signal = signals(velocities, k)
                 per_phase[phase]["object"].append(signal["relative"][labels])
                 per_phase[phase]["background"].append(signal["relative"][~labels])
+                for name, values in signal.items():
+                    by_signal[phase][name][0].append(values[labels])
+                    by_signal[phase][name][1].append(values[~labels])
                 if k + HORIZON <= len(velocities):
                     error = cached_euler_error(velocities, pipe.scheduler.sigmas, k)
                     for name, values in signal.items():
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "background_median": float(np.median(bg)), "object_p90": float(np.quantile(obj, 0.9)),
                          "background_p90": float(np.quantile(bg, 0.9)), "auc": auc(obj, bg),
                          "object_tokens": int(obj.size), "background_tokens": int(bg.size),
+                         "auc_by_signal": {n: auc(np.concatenate(o), np.concatenate(b))
+                                           for n, (o, b) in by_signal[phase].items()},
                          "spearman_with_cached_euler_error": {n: float(np.mean(c)) if c else None
                                                               for n, c in correlations[phase].items()}}
     print("| phase (steps) | object median | background median | object p90 | background p90 | AUC |")
@@ -129,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     for phase, r in result.items():
         print(f"| {phase} {r['steps'][0]}-{r['steps'][1] - 1} | {r['object_median']:.4f} | {r['background_median']:.4f} | "
               f"{r['object_p90']:.4f} | {r['background_p90']:.4f} | {r['auc']:.3f} |")
+    print("\nAUC of object against background tokens by signal")
+    print("| phase (steps) | relative change | absolute change | magnitude |\n|---|---|---|---|")
+    for phase, r in result.items():
+        a = r["auc_by_signal"]
+        print(f"| {phase} {r['steps'][0]}-{r['steps'][1] - 1} | {a['relative']:.3f} | {a['absolute']:.3f} | {a['magnitude']:.3f} |")
     print(f"\nSpearman correlation with the cached-Euler error over the next {HORIZON} steps")
     print("| phase (steps) | relative change | absolute change | magnitude |\n|---|---|---|---|")
     for phase, r in result.items():

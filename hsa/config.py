@@ -18,11 +18,15 @@ class HSAConfig:
         reference itself (every token, every step).
     mode: "divisor" (tokens get divisors 1, 2, 4, ... and meet on sync steps) or "topk"
         (RAS-style ablation: one keep ratio per step, re-ranked every step).
-    score: "relative" |v - v_prev|_1 / |v_prev|_1 or "absolute" |v - v_prev|_1; the ablations
-        "magnitude" |v|_1 and "random" (a fresh random ranking at each re-score).
+    score: how tokens are ranked at a re-score: "magnitude" |v|_1 of the latest guided
+        velocity (default: the best ranking in the fidelity benchmark), "absolute" |v - v_prev|_1,
+        "relative" |v - v_prev|_1 / |v_prev|_1, or the ablation "random".
     warmup_steps / tail_steps: full steps before / after the window; None derives them
-        from the step count (5% / 7.5% of the steps, at least one warm-up step).
-    max_divisor: largest divisor (a power of two); also the period of sync steps.
+        from the step count (5% / 2.5% of the steps, at least one warm-up step: 2 / 1 at 40).
+    max_divisor: largest divisor (a power of two); also the period of sync steps. None picks
+        the smallest period whose full steps leave at least 10% of the budget to sparse steps
+        (4 at budget 0.5 and 8 at 0.25 for 40 steps): fresh K/V and re-ranking often pay more
+        than long skips (docs/BENCHMARKS.md).
     dilate: radius in tokens of a 3D max-filter over scores, so rims of moving regions stay
         active (0 = off).
     per_sigma: divide scores by the sigma gap since the token's previous evaluation.
@@ -37,10 +41,10 @@ class HSAConfig:
 
     budget: float = 0.5
     mode: str = "divisor"
-    score: str = "relative"
+    score: str = "magnitude"
     warmup_steps: int | None = None
     tail_steps: int | None = None
-    max_divisor: int = 16
+    max_divisor: int | None = None
     dilate: int = 0
     per_sigma: bool = False
     kv: str = "sync"
@@ -60,7 +64,7 @@ class HSAConfig:
         if self.skipped not in SKIPPED_UPDATES:
             raise ValueError(f"skipped must be one of {SKIPPED_UPDATES}, got {self.skipped!r}")
         d = self.max_divisor
-        if d < 1 or d & (d - 1):
+        if d is not None and (d < 1 or d & (d - 1)):
             raise ValueError(f"max_divisor must be a power of two >= 1, got {d!r}")
         if self.warmup_steps is not None and self.warmup_steps < 1:
             raise ValueError(

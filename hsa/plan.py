@@ -79,7 +79,24 @@ def _largest_power_of_two(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
 
-def _solve_divisor_plan(base: HSAPlan, max_divisor: int) -> HSAPlan | None:
+SPARSE_SHARE = 0.1  # the derived sync period leaves at least this share of the budget to sparse steps
+
+
+def _auto_max_divisor(base: HSAPlan) -> int:
+    """The smallest sync period (2, 4, 8, ...) whose full and sync steps alone cost at most
+    (1 - SPARSE_SHARE) of the budget; the longest the window allows if none does."""
+    cap = _largest_power_of_two(len(base.window))
+    d = 2
+    while d < cap:
+        if replace(base, divisors=(d,), fractions=(1.0,)).predicted_fraction <= (1 - SPARSE_SHARE) * base.budget:
+            return d
+        d *= 2
+    return cap
+
+
+def _solve_divisor_plan(base: HSAPlan, max_divisor: int | None) -> HSAPlan | None:
+    if max_divisor is None:
+        max_divisor = _auto_max_divisor(base)
     d_max = min(max_divisor, _largest_power_of_two(len(base.window)))
     divisors = tuple(1 << i for i in range(d_max.bit_length()))
     if len(divisors) == 1:
@@ -127,7 +144,7 @@ def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set
         return HSAPlan(steps=steps, budget=1.0, mode=config.mode, warmup=steps, tail=0, forced_full=forced)
 
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, round(0.05 * steps))
-    tail = config.tail_steps if config.tail_steps is not None else round(0.075 * steps)
+    tail = config.tail_steps if config.tail_steps is not None else round(0.025 * steps)
     candidates = [(warmup, tail)]
     if config.tail_steps is None and tail > 0:
         candidates.append((warmup, 0))
@@ -143,7 +160,7 @@ def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set
             return plan
     w = candidates[-1][0]
     w = min(w, steps)
-    only_sync = (min(config.max_divisor, _largest_power_of_two(steps - w)),)
+    only_sync = (min(config.max_divisor or steps, _largest_power_of_two(steps - w)),)
     floor = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=0, divisors=only_sync, forced_full=forced)
     raise ValueError(
         f"budget {config.budget} is below what {steps} steps allow with mode={config.mode!r} "

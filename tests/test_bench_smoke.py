@@ -49,3 +49,14 @@ def test_fidelity_bench_quick(tmp_path):
         assert (tmp_path / "videos" / f"{fidelity._slug(row['method'])}-0.mp4").stat().st_size > 0
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results.csv").read_text().startswith("method,family")
+    assert "| hsa 0.5 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_uniform_psnr_is_interpolated_at_equal_runtime():
+    from bench.fidelity_report import uniform_psnr_at
+
+    rows = [{"family": "uniform", "measured_fraction": 0.5, "psnr": 40.0},
+            {"family": "uniform", "measured_fraction": 0.25, "psnr": 30.0},
+            {"family": "hsa", "measured_fraction": 0.3, "psnr": 99.0}]
+    assert uniform_psnr_at(rows, 0.375) == 35.0 and uniform_psnr_at(rows, 0.25) == 30.0
+    assert uniform_psnr_at(rows, 0.2) is None and uniform_psnr_at(rows, 0.6) is None

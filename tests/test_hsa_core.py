@@ -91,7 +91,7 @@ def test_stepper_keeps_raw_scores_and_skips_rescore_on_request():
     from hsa import TokenStepper, plan_budget
 
     torch.manual_seed(0)
-    config = HSAConfig(budget=0.5, mode="topk", dilate=1)
+    config = HSAConfig(budget=0.5, mode="topk", dilate=1, score="relative")
     plan = plan_budget(20, config)
     stepper = TokenStepper(plan, config, grid=(1, 4, 4))
     v = torch.randn(1, 16, 3)

@@ -125,7 +125,8 @@ def test_non_euler_scheduler_is_refused(tiny_dirs):
 
 def test_step_without_active_tokens_runs_no_block(tiny_pipe):
     pipe = tiny_pipe("t2v")
-    controller = apply_hsa(pipe, HSAConfig(budget=0.25))
+    # 48 tokens, a long sync period: some window steps round to no token at all
+    controller = apply_hsa(pipe, HSAConfig(budget=0.25, max_divisor=16, tail_steps=2))
     blocks_ran, empty_steps = [], []
 
     def note_empty(pipe, step, timestep, callback_kwargs):
@@ -141,6 +142,6 @@ def test_step_without_active_tokens_runs_no_block(tiny_pipe):
     finally:
         hook.remove()
         remove_hsa(pipe)
-    assert empty_steps  # at 20 steps and 48 tokens, 0.25 leaves some window steps empty
+    assert empty_steps
     assert not set(empty_steps) & set(blocks_ran)
     assert stats.transformer_calls == 40  # the pipeline still called it; our hook answered from cache
