@@ -8,8 +8,10 @@ FirstBlockCache, MagCache (calibrated on this model first), TaylorSeer (Wan iden
 blocks are skipped, proj_out is predicted) and PyramidAttentionBroadcast, each at a few settings
 spanning about 0.5 and 0.25 of the reference's runtime; the per-step top-k mode; and the
 ablations (score signal, K/V sync, cached Euler, window bounds). Per method and prompt: PSNR and
-SSIM of the decoded frames and latent MSE against the reference, and the wall-clock of the
-denoising loop (text encoding and VAE decode, the same for every method, are left out).
+SSIM of the decoded frames and latent MSE against the reference; the wall-clock of the
+denoising loop (text encoding and VAE decode, the same for every method, are left out); and the
+machine-independent compute: tokens through the blocks' feed-forward layers, as a fraction of
+the reference's (a skipped step, block or token never reaches them; PAB skips attention only).
 
 Writes results.csv (one row per method, means over prompts), per_prompt.csv, summary.md (the
 table, with each method's PSNR margin over uniform sampling at the same measured runtime),
@@ -111,12 +113,15 @@ def methods(mag_ratios: list[float], quick: bool) -> list[Method]:
             current_timestep_callback=lambda: pipe.current_timestep)))
     for b in (0.5, 0.25):
         out += [
-            hsa(f"ablation score=magnitude {b}", "ablation", budget=b, score="magnitude"),
+            hsa(f"ablation score=relative {b}", "ablation", budget=b, score="relative"),
+            hsa(f"ablation score=absolute {b}", "ablation", budget=b, score="absolute"),
             hsa(f"ablation score=random {b}", "ablation", budget=b, score="random"),
             hsa(f"ablation kv=drop {b}", "ablation", budget=b, kv="drop"),
             hsa(f"ablation skipped=freeze {b}", "ablation", budget=b, skipped="freeze"),
+            hsa(f"ablation sync every 16 {b}", "ablation", budget=b, max_divisor=16),
             hsa(f"ablation window 1/0 {b}", "ablation", budget=b, warmup_steps=1, tail_steps=0),
-            hsa(f"ablation window 4/6 {b}", "ablation", budget=b, warmup_steps=4, tail_steps=6),
+            hsa(f"ablation window 2/1 {b}", "ablation", budget=b, warmup_steps=2, tail_steps=1),
+            hsa(f"ablation window 6/3 {b}", "ablation", budget=b, warmup_steps=6, tail_steps=3),
         ]
     return out
 
@@ -170,9 +175,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     denoise(pipe, inputs[0], 0, 4)  # warm-up: first calls allocate
     mag_ratios = [] if args.quick else calibrate_magcache(pipe, inputs[0], prompts[0][1])
     reference, rows, per_prompt = [], [], []
+    # Compute that does not depend on the machine: tokens through the blocks' feed-forward layers
+    # (a skipped block, step or token never reaches them; PAB skips attention only)
+    ffn_tokens = [0]
+    hooks = [b.ffn.register_forward_pre_hook(lambda m, a: ffn_tokens.__setitem__(0, ffn_tokens[0] + a[0].shape[1]))
+             for b in pipe.transformer.blocks]
+    skipped = []
     for m in methods(mag_ratios, args.quick) + [Method("reference (again)", "reference")]:
         detach = m.attach(pipe) if m.attach else None
         seconds, scores, achieved = [], [], []
+        try:
+            denoise(pipe, inputs[0], prompts[0][1], m.steps)  # checks the plan, warms up
+        except ValueError as e:  # a budget these knobs cannot meet: note it, go on
+            print(f"{m.name}: skipped, {e}", flush=True)
+            skipped.append({"method": m.name, "reason": str(e)})
+            if detach:
+                detach()
+            continue
+        ffn_tokens[0] = 0
         for p, ((caption, seed), given) in enumerate(zip(prompts, inputs)):
             latents, secs = denoise(pipe, given, seed, m.steps)
             if getattr(pipe, "hsa", None) is not None:
@@ -193,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             detach()
         row = {
             "method": m.name, "family": m.family, "steps": m.steps, "budget": m.budget,
-            "seconds": sum(seconds),
+            "seconds": sum(seconds), "ffn_tokens": ffn_tokens[0],
             "counted_fraction": statistics.mean(achieved) if achieved else None,
             "psnr": _mean_finite([s["psnr"] for s in scores]),
             "ssim": statistics.mean(s["ssim"] for s in scores),
@@ -202,16 +222,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(row)
         print(f"{row['method']:<34} {row['seconds']:7.2f}s psnr {row['psnr']:6.2f} ssim {row['ssim']:.3f}", flush=True)
 
+    for hook in hooks:
+        hook.remove()
     ref_seconds = statistics.mean(r["seconds"] for r in rows if r["family"] == "reference")
     for row in rows:
         row["measured_fraction"] = row["seconds"] / ref_seconds
+        row["compute_fraction"] = row["ffn_tokens"] / rows[0]["ffn_tokens"]
     _write_csv(args.out / "results.csv", rows)
     _write_csv(args.out / "per_prompt.csv", per_prompt)
     meta = {
         "command": "python bench/fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__, "model": args.model, "prompts": [c for c, _ in prompts],
-        "report_prompts": min(args.report_prompts, len(prompts)), "mag_ratios": mag_ratios,
+        "report_prompts": min(args.report_prompts, len(prompts)), "mag_ratios": mag_ratios, "skipped": skipped,
     }
     table = summary_table(rows)
     (args.out / "summary.md").write_text(f"{meta['date']}, {meta['machine']}, torch {meta['torch']}\n\n"

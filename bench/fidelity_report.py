@@ -21,30 +21,37 @@ FAMILY_STYLE = {  # colour, marker
 }
 
 
+AXES = {  # row key: axis label
+    "measured_fraction": "measured runtime fraction of the 40-step reference (denoising loop)",
+    "compute_fraction": "compute fraction (tokens through the feed-forward layers)",
+}
+
+
 def write_pareto(rows: list[dict], path: Path) -> None:
-    """PSNR against the measured runtime fraction, one series per method family."""
+    """PSNR against the measured runtime fraction (left) and the compute fraction (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    for family, (colour, marker) in FAMILY_STYLE.items():
-        points = sorted((r["measured_fraction"], r["psnr"], r["method"]) for r in rows
-                        if r["family"] == family and math.isfinite(r["psnr"]))
-        if not points:
-            continue
-        xs, ys, names = zip(*points)
-        line = "-" if family in ("hsa", "uniform") else "none"
-        ax.plot(xs, ys, linestyle=line, marker=marker, color=colour, label=family, markersize=7)
-        if family in ("hsa", "uniform"):
-            for x, y, name in points:
-                ax.annotate(name.split(" ", 1)[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("measured runtime fraction of the 40-step reference (denoising loop)")
-    ax.set_ylabel("PSNR against the reference (dB, mean over prompts)")
-    ax.set_title("Fidelity against measured runtime (toy Wan model)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), dpi=110, sharey=True)
+    for ax, (key, label) in zip(axes, AXES.items()):
+        for family, (colour, marker) in FAMILY_STYLE.items():
+            points = sorted((r[key], r["psnr"], r["method"]) for r in rows
+                            if r["family"] == family and math.isfinite(r["psnr"]))
+            if not points:
+                continue
+            xs, ys, names = zip(*points)
+            line = "-" if family in ("hsa", "uniform") else "none"
+            ax.plot(xs, ys, linestyle=line, marker=marker, color=colour, label=family, markersize=7)
+            if family in ("hsa", "uniform"):
+                for x, y, name in points:
+                    ax.annotate(name.split(" ", 1)[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("PSNR against the reference (dB, mean over prompts)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Fidelity against runtime and compute (toy Wan model)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -69,6 +76,7 @@ def write_report(
         if row["method"] == "reference (again)":
             continue
         summary = (f"<b>{html.escape(row['method'])}</b><br>runtime {row['measured_fraction']:.3f}"
+                   f"<br>compute {row['compute_fraction']:.3f}"
                    f"<br>PSNR {_number(row['psnr'], 2)} dB<br>SSIM {row['ssim']:.3f}"
                    f"<br>latent MSE {row['latent_mse']:.4f}")
         cells = []
@@ -93,8 +101,9 @@ tr.reference td {{ background: #eef; }} tr.hsa td {{ background: #fee; }}
 <p>{html.escape(meta["date"])}, {html.escape(meta["machine"])}, torch {html.escape(meta["torch"])},
 model {html.escape(meta["model"])}.<br><code>{html.escape(meta["command"])}</code><br>
 Each row plays its videos next to the reference row's; under each: PSNR (dB) / SSIM against the reference.
-Runtime: wall-clock of the denoising loop as a fraction of the 40-step reference's.</p>
-<img src="pareto.png" width="640">
+Runtime: wall-clock of the denoising loop as a fraction of the 40-step reference's; compute: tokens
+through the feed-forward layers as a fraction of the reference's.</p>
+<img src="pareto.png" width="1100">
 <table><tr><th>method (means over {len(meta["prompts"])} prompts)</th>{head}</tr>
 {"".join(body)}
 </table>
@@ -121,10 +130,10 @@ def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2000) -> 
     return png.exists()
 
 
-def uniform_psnr_at(rows: list[dict], fraction: float) -> float | None:
-    """PSNR of uniform fewer-step sampling at a measured runtime fraction (linear between its
-    measured points); None outside the range they span."""
-    points = sorted((r["measured_fraction"], r["psnr"]) for r in rows if r["family"] == "uniform")
+def uniform_psnr_at(rows: list[dict], fraction: float, key: str = "measured_fraction") -> float | None:
+    """PSNR of uniform fewer-step sampling at a runtime (or compute) fraction, linear between its
+    measured points; None outside the range they span."""
+    points = sorted((r[key], r["psnr"]) for r in rows if r["family"] == "uniform")
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
         if x0 <= fraction <= x1:
             return y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
@@ -132,15 +141,17 @@ def uniform_psnr_at(rows: list[dict], fraction: float) -> float | None:
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Markdown: every method with its margin over uniform sampling at the same measured runtime."""
-    lines = ["| method | measured runtime | counted tokens | PSNR dB | SSIM | latent MSE | PSNR - uniform at equal runtime |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown: every method with its margin over uniform sampling at the same measured runtime
+    and at the same compute."""
+    lines = ["| method | runtime | compute | PSNR dB | SSIM | latent MSE | PSNR - uniform, equal runtime | "
+             "PSNR - uniform, equal compute |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["method"] == "reference (again)":
             continue
-        uniform = None if r["family"] in ("reference", "uniform") else uniform_psnr_at(rows, r["measured_fraction"])
-        margin = "" if uniform is None else f"{r['psnr'] - uniform:+.2f}"
-        counted = "" if r["counted_fraction"] is None else f"{r['counted_fraction']:.3f}"
-        lines.append(f"| {r['method']} | {r['measured_fraction']:.3f} | {counted} | {_number(r['psnr'], 2)} | "
-                     f"{r['ssim']:.4f} | {r['latent_mse']:.5f} | {margin} |")
+        margins = []
+        for key in AXES:
+            uniform = None if r["family"] in ("reference", "uniform") else uniform_psnr_at(rows, r[key], key)
+            margins.append("" if uniform is None else f"{r['psnr'] - uniform:+.2f}")
+        lines.append(f"| {r['method']} | {r['measured_fraction']:.3f} | {r['compute_fraction']:.3f} | "
+                     f"{_number(r['psnr'], 2)} | {r['ssim']:.4f} | {r['latent_mse']:.5f} | {margins[0]} | {margins[1]} |")
     return "\n".join(lines) + "\n"

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25])
     parser.add_argument("--modes", nargs="+", default=["divisor", "topk"])
     parser.add_argument("--scores", nargs="+", default=["relative", "absolute", "magnitude"])
-    parser.add_argument("--max-divisors", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--max-divisors", type=int, nargs="+", default=[4, 8, 16],
+                        help="0 derives it from the budget (HSAConfig's default)")
     parser.add_argument("--tails", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--warmups", type=int, nargs="+", default=[2], help="0 derives it (HSAConfig's default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model, device="cpu")
@@ -64,12 +66,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reference = render_all()
     rows = []
     grid = []
-    for budget, mode, score, tail in itertools.product(args.budgets, args.modes, args.scores, args.tails):
+    for budget, mode, score, warmup, tail in itertools.product(
+        args.budgets, args.modes, args.scores, args.warmups, args.tails
+    ):
         for d_max in args.max_divisors if mode == "divisor" else [16]:  # top-k has no divisors
-            grid.append(dict(budget=budget, mode=mode, score=score, max_divisor=d_max, tail_steps=tail))
+            grid.append(dict(budget=budget, mode=mode, score=score, max_divisor=d_max, warmup_steps=warmup,
+                             tail_steps=tail))
     for knobs in grid:
         try:
-            controller = apply_hsa(pipe, HSAConfig(**knobs))
+            derived = {"max_divisor": knobs["max_divisor"] or None, "warmup_steps": knobs["warmup_steps"] or None}
+            controller = apply_hsa(pipe, HSAConfig(**{**knobs, **derived}))
             videos = render_all()
             fraction = controller.stats().achieved_fraction
         except ValueError as e:  # a budget the plan cannot meet with these knobs
@@ -83,10 +89,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{knobs} psnr {rows[-1]['psnr']:.2f} fraction {fraction:.3f}", flush=True)
     for budget in args.budgets:
         ranked = sorted((r for r in rows if r["budget"] == budget and r["psnr"] is not None), key=lambda r: -r["psnr"])
-        print(f"\nbudget {budget}\n| mode | score | max divisor | tail | PSNR dB |\n|---|---|---|---|---|")
+        print(f"\nbudget {budget}\n| mode | score | max divisor | warm-up | tail | PSNR dB |\n|---|---|---|---|---|---|")
         for r in ranked:
-            d_max = r["max_divisor"] if r["mode"] == "divisor" else "-"
-            print(f"| {r['mode']} | {r['score']} | {d_max} | {r['tail_steps']} | {r['psnr']:.2f} |")
+            d_max = (r["max_divisor"] or "derived") if r["mode"] == "divisor" else "-"
+            warmup = r["warmup_steps"] or "derived"
+            print(f"| {r['mode']} | {r['score']} | {d_max} | {warmup} | {r['tail_steps']} | {r['psnr']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"prompts": prompts, "rows": rows}, indent=1))
     return rows

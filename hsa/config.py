@@ -22,7 +22,8 @@ class HSAConfig:
         velocity (default: the best ranking in the fidelity benchmark), "absolute" |v - v_prev|_1,
         "relative" |v - v_prev|_1 / |v_prev|_1, or the ablation "random".
     warmup_steps / tail_steps: full steps before / after the window; None derives them
-        from the step count (5% / 2.5% of the steps, at least one warm-up step: 2 / 1 at 40).
+        from the step count and budget (tail 2.5% of the steps; warm-up 5%, lengthened up to 15%
+        while the budget allows: see hsa/plan.py).
     max_divisor: largest divisor (a power of two); also the period of sync steps. None picks
         the smallest period whose full steps leave at least 10% of the budget to sparse steps
         (4 at budget 0.5 and 8 at 0.25 for 40 steps): fresh K/V and re-ranking often pay more

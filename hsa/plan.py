@@ -94,6 +94,31 @@ def _auto_max_divisor(base: HSAPlan) -> int:
     return cap
 
 
+WARMUP_SPARE = 0.2  # a derived warm-up grows only while sparse steps keep this share of the budget
+MAX_WARMUP = 0.15  # ... and up to this share of the steps
+
+
+def _longest_warmup(steps: int, config: HSAConfig, warmup: int, tail: int, forced: frozenset[int]) -> int:
+    """Lengthen the warm-up while the budget allows: early steps decide the layout, where every
+    token's velocity still changes. The sync period found with the shortest warm-up is kept
+    (a short period is worth more than a long warm-up), and sparse steps keep WARMUP_SPARE of
+    the budget."""
+    if warmup + tail >= steps:
+        return warmup
+    base = HSAPlan(steps=steps, budget=float(config.budget), mode="divisor", warmup=warmup, tail=tail,
+                   forced_full=forced)
+    d_max = config.max_divisor or _auto_max_divisor(base)
+    for w in range(max(warmup, round(MAX_WARMUP * steps)), warmup, -1):
+        window = steps - w - tail
+        if window < 1:
+            continue
+        period = min(d_max, _largest_power_of_two(window))
+        floor = replace(base, warmup=w, divisors=(period,), fractions=(1.0,)).predicted_fraction
+        if floor <= (1 - WARMUP_SPARE) * config.budget + 1e-9:
+            return w
+    return warmup
+
+
 def _solve_divisor_plan(base: HSAPlan, max_divisor: int | None) -> HSAPlan | None:
     if max_divisor is None:
         max_divisor = _auto_max_divisor(base)
@@ -145,6 +170,8 @@ def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set
 
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, round(0.05 * steps))
     tail = config.tail_steps if config.tail_steps is not None else round(0.025 * steps)
+    if config.warmup_steps is None and config.mode == "divisor":
+        warmup = _longest_warmup(steps, config, warmup, tail, forced)
     candidates = [(warmup, tail)]
     if config.tail_steps is None and tail > 0:
         candidates.append((warmup, 0))
@@ -158,12 +185,14 @@ def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set
         plan = _solve_divisor_plan(base, config.max_divisor) if config.mode == "divisor" else _solve_topk_plan(base)
         if plan is not None:
             return plan
-    w = candidates[-1][0]
+    w, t = candidates[-1]
     w = min(w, steps)
-    only_sync = (min(config.max_divisor or steps, _largest_power_of_two(steps - w)),)
-    floor = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=0, divisors=only_sync, forced_full=forced)
+    t = min(t, steps - w)
+    only_sync = (min(config.max_divisor or steps, _largest_power_of_two(steps - w - t)),)
+    floor = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=t, divisors=only_sync,
+                    forced_full=forced)
     raise ValueError(
-        f"budget {config.budget} is below what {steps} steps allow with mode={config.mode!r} "
-        f"(about {floor.predicted_fraction:.3f}: warm-up and sync steps evaluate every token); "
-        "raise the budget or the number of steps"
+        f"budget {config.budget} is below what {steps} steps allow with mode={config.mode!r}, "
+        f"warm-up {w} and tail {t} (about {floor.predicted_fraction:.3f}: warm-up, tail and sync steps "
+        "evaluate every token); raise the budget or the number of steps, or shorten warm-up and tail"
     )

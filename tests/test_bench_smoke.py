@@ -43,6 +43,8 @@ def test_fidelity_bench_quick(tmp_path):
     for name in ("hsa 0.5", "uniform 20 steps"):
         assert 15 < by_name[name]["psnr"] < 80 and 0 < by_name[name]["measured_fraction"] < 1
     assert abs(by_name["hsa 0.25"]["counted_fraction"] - 0.25) < 0.01
+    assert abs(by_name["hsa 0.25"]["compute_fraction"] - 0.25) < 0.01  # the FFN count agrees with HSA's own
+    assert abs(by_name["uniform 20 steps"]["compute_fraction"] - 0.5) < 1e-9
     page = (tmp_path / "report.html").read_text()
     assert page.count("<video") == len(rows) - 1  # every method but the repeated reference
     for row in rows[:-1]:

@@ -77,6 +77,10 @@ def test_shards_get_equal_quotas():
 def test_infeasible_budget_names_the_floor():
     with pytest.raises(ValueError, match="budget 0.05 is below"):
         plan_budget(8, HSAConfig(budget=0.05))
+    # explicit warm-up 4 and tail 6 of 40 steps, syncs every 16: (4 + 6 + 2) / 40
+    with pytest.raises(ValueError, match=r"warm-up 4 and tail 6 \(about 0\.300"):
+        plan_budget(40, HSAConfig(budget=0.25, warmup_steps=4, tail_steps=6))
+    assert plan_budget(40, HSAConfig(budget=0.31, warmup_steps=4, tail_steps=6)).warmup == 4
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan")])
@@ -99,3 +103,13 @@ def test_topk_first_window_step_evaluates_everyone():
 def test_warmup_of_zero_is_refused():
     with pytest.raises(ValueError, match="warmup_steps must be >= 1"):
         HSAConfig(warmup_steps=0)
+
+
+@pytest.mark.parametrize("budget,warmup,d_max", [(0.75, 6, 2), (0.5, 6, 4), (0.35, 5, 8), (0.25, 2, 8)])
+def test_derived_sync_period_and_warmup(budget, warmup, d_max):
+    plan = plan_budget(40, HSAConfig(budget=budget))
+    assert (plan.warmup, plan.tail, plan.max_divisor) == (warmup, 1, d_max)
+    assert plan.predicted_fraction == pytest.approx(budget, rel=0.02)
+    # explicit values win
+    fixed = plan_budget(40, HSAConfig(budget=budget, warmup_steps=3, tail_steps=2, max_divisor=16))
+    assert (fixed.warmup, fixed.tail, fixed.max_divisor) == (3, 2, 16)
