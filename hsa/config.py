@@ -19,7 +19,7 @@ class HSAConfig:
     mode: "divisor" (tokens get divisors 1, 2, 4, ... and meet on sync steps) or "topk"
         (RAS-style ablation: one keep ratio per step, re-ranked every step).
     score: how tokens are ranked at a re-score: "magnitude" |v|_1 of the latest guided
-        velocity (default: the best ranking in the fidelity benchmark), "absolute" |v - v_prev|_1,
+        velocity (default: the best ranking on bench/tune.py's prompts), "absolute" |v - v_prev|_1,
         "relative" |v - v_prev|_1 / |v_prev|_1, or the ablation "random".
     warmup_steps / tail_steps: full steps before / after the window; None derives them
         from the step count and budget (tail 2.5% of the steps; warm-up 5%, lengthened up to 15%
