@@ -40,6 +40,10 @@ def tuning_prompts(count: int, seed: int = 2026) -> list[tuple[str, int]]:
     return out
 
 
+def _int_or_derived(text: str) -> int | None:
+    return None if text == "derived" else int(text)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -49,8 +53,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--scores", nargs="+", default=["relative", "absolute", "magnitude"])
     parser.add_argument("--max-divisors", type=int, nargs="+", default=[4, 8, 16],
                         help="0 derives it from the budget (HSAConfig's default)")
-    parser.add_argument("--tails", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--tails", type=_int_or_derived, nargs="+", default=[1, 3], help="'derived': HSAConfig's default")
     parser.add_argument("--warmups", type=int, nargs="+", default=[2], help="0 derives it (HSAConfig's default)")
+    parser.add_argument("--strides", type=int, nargs="+", default=[1], help="0 derives it (HSAConfig's default)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     pipe = load_pipeline(args.model, device="cpu")
@@ -66,15 +71,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reference = render_all()
     rows = []
     grid = []
-    for budget, mode, score, warmup, tail in itertools.product(
-        args.budgets, args.modes, args.scores, args.warmups, args.tails
+    for budget, mode, score, warmup, tail, stride in itertools.product(
+        args.budgets, args.modes, args.scores, args.warmups, args.tails, args.strides
     ):
         for d_max in args.max_divisors if mode == "divisor" else [16]:  # top-k has no divisors
             grid.append(dict(budget=budget, mode=mode, score=score, max_divisor=d_max, warmup_steps=warmup,
-                             tail_steps=tail))
+                             tail_steps=tail, stride=stride))
     for knobs in grid:
         try:
-            derived = {"max_divisor": knobs["max_divisor"] or None, "warmup_steps": knobs["warmup_steps"] or None}
+            derived = {k: knobs[k] or None for k in ("max_divisor", "warmup_steps", "stride")}
             controller = apply_hsa(pipe, HSAConfig(**{**knobs, **derived}))
             videos = render_all()
             fraction = controller.stats().achieved_fraction
@@ -89,11 +94,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{knobs} psnr {rows[-1]['psnr']:.2f} fraction {fraction:.3f}", flush=True)
     for budget in args.budgets:
         ranked = sorted((r for r in rows if r["budget"] == budget and r["psnr"] is not None), key=lambda r: -r["psnr"])
-        print(f"\nbudget {budget}\n| mode | score | max divisor | warm-up | tail | PSNR dB |\n|---|---|---|---|---|---|")
+        print(f"\nbudget {budget}\n| mode | score | max divisor | warm-up | tail | stride | PSNR dB |\n|---|---|---|---|---|---|---|")
         for r in ranked:
             d_max = (r["max_divisor"] or "derived") if r["mode"] == "divisor" else "-"
             warmup = r["warmup_steps"] or "derived"
-            print(f"| {r['mode']} | {r['score']} | {d_max} | {warmup} | {r['tail_steps']} | {r['psnr']:.2f} |")
+            stride = r.get("stride") or "derived"
+            tail = "derived" if r["tail_steps"] is None else r["tail_steps"]
+            print(f"| {r['mode']} | {r['score']} | {d_max} | {warmup} | {tail} | {stride} | {r['psnr']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"prompts": prompts, "rows": rows}, indent=1))
     return rows

@@ -28,6 +28,8 @@ class HSAConfig:
         the smallest period whose full steps leave at least 10% of the budget to sparse steps
         (4 at budget 0.5 and 8 at 0.25 for 40 steps): fresh K/V and re-ranking often pay more
         than long skips (docs/BENCHMARKS.md).
+    stride: plan on every stride-th step only; the steps between evaluate no token (every token
+        moves with its cached velocity). None: 2 below budget 0.4 (32 steps or more), else 1.
     dilate: radius in tokens of a 3D max-filter over scores, so rims of moving regions stay
         active (0 = off).
     per_sigma: divide scores by the sigma gap since the token's previous evaluation.
@@ -46,6 +48,7 @@ class HSAConfig:
     warmup_steps: int | None = None
     tail_steps: int | None = None
     max_divisor: int | None = None
+    stride: int | None = None
     dilate: int = 0
     per_sigma: bool = False
     kv: str = "sync"
@@ -64,6 +67,8 @@ class HSAConfig:
             raise ValueError(f"kv must be one of {KV_POLICIES}, got {self.kv!r}")
         if self.skipped not in SKIPPED_UPDATES:
             raise ValueError(f"skipped must be one of {SKIPPED_UPDATES}, got {self.skipped!r}")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride!r}")
         d = self.max_divisor
         if d is not None and (d < 1 or d & (d - 1)):
             raise ValueError(f"max_divisor must be a power of two >= 1, got {d!r}")

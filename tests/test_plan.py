@@ -30,7 +30,7 @@ def test_budget_one_is_every_token_every_step():
 
 
 def test_window_and_sync_steps():
-    plan = plan_budget(40, HSAConfig(budget=0.25))
+    plan = plan_budget(40, HSAConfig(budget=0.25, stride=1))
     assert plan.warmup >= 1 and plan.kind(0) == "full" and plan.kind(39) == "full"
     syncs = [k for k in plan.window if plan.kind(k) == "sync"]
     assert syncs == list(range(plan.warmup, plan.steps - plan.tail, plan.max_divisor))
@@ -96,7 +96,7 @@ def test_expert_switch_is_planned_full():
 
 
 def test_topk_first_window_step_evaluates_everyone():
-    plan = plan_budget(40, HSAConfig(budget=0.3, mode="topk"))
+    plan = plan_budget(40, HSAConfig(budget=0.3, mode="topk", stride=1))
     assert plan.kind(plan.warmup) == "sync" and plan.kind(plan.warmup + 1) == "sparse"
 
 
@@ -107,9 +107,26 @@ def test_warmup_of_zero_is_refused():
 
 @pytest.mark.parametrize("budget,warmup,d_max", [(0.75, 6, 2), (0.5, 6, 4), (0.35, 5, 8), (0.25, 2, 8)])
 def test_derived_sync_period_and_warmup(budget, warmup, d_max):
-    plan = plan_budget(40, HSAConfig(budget=budget))
+    plan = plan_budget(40, HSAConfig(budget=budget, stride=1))
     assert (plan.warmup, plan.tail, plan.max_divisor) == (warmup, 1, d_max)
     assert plan.predicted_fraction == pytest.approx(budget, rel=0.02)
     # explicit values win
-    fixed = plan_budget(40, HSAConfig(budget=budget, warmup_steps=3, tail_steps=2, max_divisor=16))
+    fixed = plan_budget(40, HSAConfig(budget=budget, warmup_steps=3, tail_steps=2, max_divisor=16, stride=1))
     assert (fixed.warmup, fixed.tail, fixed.max_divisor) == (3, 2, 16)
+
+
+@pytest.mark.parametrize("budget,stride", [(0.75, 1), (0.5, 1), (0.35, 2), (0.25, 2), (0.2, 2)])
+def test_derived_stride_plans_every_second_step_at_small_budgets(budget, stride):
+    plan = plan_budget(40, HSAConfig(budget=budget))
+    assert plan.stride == stride and plan.predicted_fraction == pytest.approx(budget, rel=0.02)
+    assert [k for k in range(40) if plan.kind(k) == "skip"] == list(range(1, 40, 2)) * (stride == 2)
+    assert plan_budget(40, HSAConfig(budget=budget), forced_full={13}).stride == 1  # an expert switch keeps every step
+
+
+def test_stride_with_every_grid_step_full_is_euler_on_every_second_sigma():
+    plan = plan_budget(40, HSAConfig(budget=0.5, stride=2))
+    assert [plan.kind(k) for k in range(4)] == ["full", "skip", "full", "skip"] and plan.predicted_fraction == 0.5
+    with pytest.raises(ValueError, match="more than stride 2 can spend"):
+        plan_budget(40, HSAConfig(budget=0.6, stride=2))
+    with pytest.raises(ValueError, match="stride"):
+        HSAConfig(stride=0)
