@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "command": "python bench/train_toy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "minutes": minutes, "clips": args.clips, "torch": torch.__version__,
-        "minutes_with_parents": minutes + (parent["minutes_with_parents"] if parent and "minutes_with_parents" in parent
-                                           else parent["minutes"] if parent else 0.0),
+        "minutes_with_parents": minutes + (parent.get("minutes_with_parents", parent["minutes"]) if parent else 0.0),
         "parent": {k: v for k, v in parent.items() if k != "log"} if parent else None,
         "vae_final": next((e for e in reversed(log) if e["stage"] == "vae"), None),
         "transformer_final": next((e for e in reversed(log) if e["stage"] == "transformer"), None),

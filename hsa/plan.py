@@ -103,6 +103,12 @@ def _largest_power_of_two(n: int) -> int:
     return 1 << (max(n, 1).bit_length() - 1)
 
 
+def _sync_only_cost(base: HSAPlan, period: int, **changes: int) -> float:
+    """Predicted fraction of ``base`` (with ``changes``) if every token sat on ``period``: what
+    its full and sync steps cost before any sparse evaluation."""
+    return replace(base, divisors=(period,), fractions=(1.0,), **changes).predicted_fraction
+
+
 SPARSE_SHARE = 0.1  # the derived sync period leaves at least this share of the budget to sparse steps
 
 
@@ -112,7 +118,7 @@ def _auto_max_divisor(base: HSAPlan) -> int:
     cap = _largest_power_of_two(len(base.window))
     d = 2
     while d < cap:
-        if replace(base, divisors=(d,), fractions=(1.0,)).predicted_fraction <= (1 - SPARSE_SHARE) * base.budget:
+        if _sync_only_cost(base, d) <= (1 - SPARSE_SHARE) * base.budget:
             return d
         d *= 2
     return cap
@@ -137,8 +143,7 @@ def _longest_warmup(steps: int, config: HSAConfig, warmup: int, tail: int, force
         if window < 1:
             continue
         period = min(d_max, _largest_power_of_two(window))
-        floor = replace(base, warmup=w, divisors=(period,), fractions=(1.0,)).predicted_fraction
-        if floor <= (1 - WARMUP_SPARE) * config.budget + 1e-9:
+        if _sync_only_cost(base, period, warmup=w) <= (1 - WARMUP_SPARE) * config.budget + 1e-9:
             return w
     return warmup
 
@@ -242,11 +247,10 @@ def _plan_grid(steps: int, config: HSAConfig, forced: frozenset[int]) -> HSAPlan
     w, t = candidates[-1]
     w = min(w, steps)
     t = min(t, steps - w)
-    only_sync = (min(config.max_divisor or steps, _largest_power_of_two(steps - w - t)),)
-    floor = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=t, divisors=only_sync,
-                    forced_full=forced)
+    period = min(config.max_divisor or steps, _largest_power_of_two(steps - w - t))
+    base = HSAPlan(steps=steps, budget=config.budget, mode="divisor", warmup=w, tail=t, forced_full=forced)
     raise ValueError(
         f"budget {config.budget} is below what {steps} steps allow with mode={config.mode!r}, "
-        f"warm-up {w} and tail {t} (about {floor.predicted_fraction:.3f}: warm-up, tail and sync steps "
+        f"warm-up {w} and tail {t} (about {_sync_only_cost(base, period):.3f}: warm-up, tail and sync steps "
         "evaluate every token); raise the budget or the number of steps, or shorten warm-up and tail"
     )

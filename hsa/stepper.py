@@ -77,9 +77,9 @@ class TokenStepper:
         if not rescore:
             return
         if self.plan.mode == "topk":
-            self._rescore(index)
+            self._rescore(step, index)
         elif self.plan.is_sync_position(step):
-            self._rescore(None)
+            self._rescore(step, None)
             self.divisor = assign_divisors(
                 self._ranking_scores(), self.plan.divisors, self.plan.fractions, self.config.quota_shards
             )
@@ -88,11 +88,10 @@ class TokenStepper:
         """Every token's velocity [B, N, C] for the update at ``step`` (call after ``observe``):
         the latest one of each token, zero for skipped tokens when ``config.skipped == "freeze"``.
         """
-        skipped = self.last_eval != step
-        if self.config.skipped != "freeze" or not bool(skipped.any()):
+        if self.config.skipped != "freeze":
             return self.v_buf
         v = self.v_buf.clone()
-        v[:, skipped] = 0
+        v[:, self.last_eval != step] = 0
         return v
 
     def _ranking_scores(self) -> torch.Tensor:
@@ -100,13 +99,12 @@ class TokenStepper:
             return dilate_scores(self.scores, self.grid, self.config.dilate)
         return self.scores
 
-    def _rescore(self, index: torch.Tensor | None) -> None:
+    def _rescore(self, step: int, index: torch.Tensor | None) -> None:
         sel = slice(None) if index is None else index
         score = self.config.score
         if score == "magnitude":
             fresh = self.v_buf[:, sel].float().abs().sum(-1).mean(0)
         elif score == "random":  # seeded by the step, so a run is reproducible
-            step = int(self.last_eval.max())
             n = self.v_buf[:, sel].shape[1]
             fresh = torch.rand(n, generator=torch.Generator().manual_seed(step)).to(self.v_buf.device)
         else:

@@ -133,7 +133,7 @@ class _ForwardHook(ModelHook):
         # velocity, so the step costs no model work at all.
         call = self.call
         if call.index is not None and call.index.numel() == 0 and call.branch.result is not None:
-            result = self.call.branch.result
+            result = call.branch.result
             return (result[0].clone(),) if isinstance(result, tuple) else type(result)(sample=result.sample.clone())
         return self.fn_ref.original_forward(*args, **kwargs)
 
